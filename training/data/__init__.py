@@ -1,0 +1,1 @@
+"""Data: preparation of unpaired datasets (``prepare``) and their loading for training (``dataset``)."""

@@ -1,0 +1,240 @@
+"""The training loop: data, steps, logs, sample grids, checkpoints and exact resume.
+
+Outputs under ``out``:
+  checkpoints/latest.pt      full state, rewritten every ``save_latest_freq`` iterations and each epoch
+  checkpoints/epoch_N.pt     kept every ``save_epoch_freq`` epochs and at the end
+  train_log.csv              one row per ``log_every`` iterations (window means of the losses)
+  samples/iter_NNNNNNN.png   real A | fake B | rec A | real B | fake A | rec B
+  config.json                the effective configuration
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from .checkpoint import FORMAT, atomic_torch_save, load_checkpoint, rng_state, set_rng_state
+from .config import Config, config_from_dict
+from .cyclegan import LOSS_NAMES, CycleGAN, TrainingStep
+from .data.dataset import EpochSampler, UnalignedDataset
+from .errors import UserError
+from .schedule import build_scheduler, step_scheduler
+
+LOG_FIELDS = ["epoch", "iteration", *[f"loss_{n}" for n in LOSS_NAMES], "lr", "it_per_s", "time"]
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"train.device: {name!r} requested but CUDA is not available")
+    return device
+
+
+def configure_backends(cfg: Config, device: torch.device) -> None:
+    torch.manual_seed(cfg.train.seed)
+    if cfg.train.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = not cfg.train.deterministic
+        torch.backends.cudnn.allow_tf32 = cfg.train.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = cfg.train.allow_tf32
+
+
+def sample_grid(visuals: dict[str, torch.Tensor]) -> torch.Tensor:
+    """First item of the batch: real A | fake B | rec A over real B | fake A | rec B."""
+    def row(names):
+        return torch.cat([visuals[n][0].float().expand(3, -1, -1) if visuals[n].shape[1] == 1
+                          else visuals[n][0].float() for n in names], dim=2)
+    top, bottom = row(("real_A", "fake_B", "rec_A")), row(("real_B", "fake_A", "rec_B"))
+    if top.shape != bottom.shape:  # A and B images of different sizes: show them side by side
+        return torch.cat([top, bottom], dim=2) if top.shape[1] == bottom.shape[1] else top
+    return torch.cat([top, bottom], dim=1)
+
+
+class Trainer:
+    def __init__(self, cfg: Config, data: str | Path, out: str | Path, device: str | None = None):
+        self.cfg, self.data, self.out = cfg, Path(data), Path(out)
+        self.device = resolve_device(device or cfg.train.device)
+        configure_backends(cfg, self.device)
+        self.dataset = UnalignedDataset(self.data, cfg.data, "train")
+        torch.manual_seed(cfg.train.seed)
+        self.model = CycleGAN(cfg).to(self.device)
+        self.step = TrainingStep(self.model, cfg.train, self.device, seed=cfg.train.seed, norm=cfg.model.norm)
+        self.sched_G = build_scheduler(self.step.opt_G, cfg.train)
+        self.sched_D = build_scheduler(self.step.opt_D, cfg.train)
+        self.epoch, self.epoch_iter, self.global_iter = 0, 0, 0
+        self.ckpt_dir = self.out / "checkpoints"
+        self.log_path = self.out / "train_log.csv"
+
+    # -- state ------------------------------------------------------------------------
+    @property
+    def total_epochs(self) -> int:
+        return self.cfg.train.n_epochs + self.cfg.train.n_epochs_decay
+
+    @property
+    def iters_per_epoch(self) -> int:
+        n, cap = len(self.dataset), self.cfg.train.max_iters_per_epoch
+        items = n if cap <= 0 else min(n, cap * self.cfg.train.batch_size)
+        return -(-items // self.cfg.train.batch_size)
+
+    def state_dict(self) -> dict:
+        m = self.model
+        return {
+            "format": FORMAT,
+            "config": self.cfg.to_dict(),
+            "epoch": self.epoch, "epoch_iter": self.epoch_iter, "global_iter": self.global_iter,
+            "models": {"G_A": m.G_A.state_dict(), "G_B": m.G_B.state_dict(),
+                       "D_A": m.D_A.state_dict(), "D_B": m.D_B.state_dict()},
+            "optimizers": {"G": self.step.opt_G.state_dict(), "D": self.step.opt_D.state_dict()},
+            "schedulers": {"G": self.sched_G.state_dict(), "D": self.sched_D.state_dict()},
+            "pools": {"A": self.step.pool_A.state_dict(), "B": self.step.pool_B.state_dict()},
+            "rng": rng_state(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        m = self.model
+        for name in ("G_A", "G_B", "D_A", "D_B"):
+            getattr(m, name).load_state_dict(state["models"][name])
+        self.step.opt_G.load_state_dict(state["optimizers"]["G"])
+        self.step.opt_D.load_state_dict(state["optimizers"]["D"])
+        self.sched_G.load_state_dict(state["schedulers"]["G"])
+        self.sched_D.load_state_dict(state["schedulers"]["D"])
+        self.step.pool_A.load_state_dict(state["pools"]["A"], self.device)
+        self.step.pool_B.load_state_dict(state["pools"]["B"], self.device)
+        set_rng_state(state["rng"])
+        self.epoch, self.epoch_iter, self.global_iter = state["epoch"], state["epoch_iter"], state["global_iter"]
+
+    def save(self, path: Path) -> None:
+        atomic_torch_save(self.state_dict(), path)
+
+    def resume(self) -> bool:
+        """Continue from checkpoints/latest.pt; False when there is none yet."""
+        path = self.ckpt_dir / "latest.pt"
+        if not path.exists():
+            return False
+        state = load_checkpoint(path)
+        stored = config_from_dict(state["config"], f"{path} (stored config)")
+        if stored.model != self.cfg.model or stored.data.direction != self.cfg.data.direction:
+            raise UserError(f"{path}: stored model config differs from the current one; "
+                            "resume with the same model.* and data.direction or use a new --out")
+        self.load_state_dict(state)
+        self._truncate_log()
+        return True
+
+    def _truncate_log(self) -> None:
+        """Drop log rows written after the checkpoint, so a resumed log has no duplicates."""
+        if not self.log_path.exists():
+            return
+        with open(self.log_path, newline="") as f:
+            rows = [r for r in csv.DictReader(f) if int(r["iteration"]) <= self.global_iter]
+        self._write_log(rows, mode="w")
+
+    def _write_log(self, rows: list[dict], mode: str = "a") -> None:
+        new = mode == "w" or not self.log_path.exists()
+        tmp = self.log_path.with_suffix(".csv.tmp") if mode == "w" else self.log_path
+        with open(tmp, mode, newline="") as f:
+            writer = csv.DictWriter(f, LOG_FIELDS)
+            if new:
+                writer.writeheader()
+            writer.writerows(rows)
+        if mode == "w":
+            os.replace(tmp, self.log_path)
+
+    # -- loop -------------------------------------------------------------------------
+    def _loader(self, start: int):
+        cfg = self.cfg
+        sampler = EpochSampler(len(self.dataset.paths_A), len(self.dataset.paths_B), cfg.train.seed, self.epoch,
+                               cfg.data.serial_batches, start * cfg.train.batch_size,
+                               self.iters_per_epoch * cfg.train.batch_size)
+        workers = cfg.data.num_workers
+        return torch.utils.data.DataLoader(
+            self.dataset, batch_size=cfg.train.batch_size, sampler=sampler, num_workers=workers,
+            pin_memory=self.device.type == "cuda", persistent_workers=False,
+            prefetch_factor=4 if workers > 0 else None,
+            # A private generator keeps the loader from drawing on the global torch RNG.
+            generator=torch.Generator().manual_seed(cfg.train.seed))
+
+    def train(self, progress: bool = True) -> dict:
+        from tqdm import tqdm
+
+        cfg = self.cfg.train
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / "config.json").write_text(json.dumps(self.cfg.to_dict(), indent=2))
+        samples = self.out / "samples"
+        total_iters = self.total_epochs * self.iters_per_epoch
+        bar = tqdm(total=total_iters, initial=self.global_iter, disable=not progress, unit="it",
+                   dynamic_ncols=True, desc="train")
+        window, window_n, window_t = None, 0, time.perf_counter()
+        last = {}
+        while self.epoch < self.total_epochs:
+            epoch_loss_G, epoch_n = torch.zeros((), device=self.device), 0
+            for batch in self._loader(self.epoch_iter):
+                real_A = batch["A"].to(self.device, non_blocking=True)
+                real_B = batch["B"].to(self.device, non_blocking=True)
+                result = self.step(real_A, real_B)
+                self.epoch_iter += 1
+                self.global_iter += 1
+                stacked = torch.stack([result.losses[n] for n in LOSS_NAMES])
+                window = stacked if window is None else window + stacked
+                window_n += 1
+                epoch_loss_G += result.losses["G"]
+                epoch_n += 1
+                bar.update(1)
+                if self.global_iter % cfg.log_every == 0:
+                    last = self._log(window / window_n, window_n / (time.perf_counter() - window_t))
+                    bar.set_postfix_str(f"ep {self.epoch + 1}/{self.total_epochs} G {last['loss_G']:.3f} "
+                                        f"D_A {last['loss_D_A']:.3f} D_B {last['loss_D_B']:.3f}")
+                    window, window_n, window_t = None, 0, time.perf_counter()
+                if cfg.sample_every > 0 and self.global_iter % cfg.sample_every == 0:
+                    self._save_sample(result.visuals, samples)
+                if cfg.save_latest_freq > 0 and self.global_iter % cfg.save_latest_freq == 0:
+                    self.save(self.ckpt_dir / "latest.pt")
+            if window_n:
+                last = self._log(window / window_n, window_n / (time.perf_counter() - window_t))
+                window, window_n, window_t = None, 0, time.perf_counter()
+            mean_G = (epoch_loss_G / max(epoch_n, 1)).item()
+            step_scheduler(self.sched_G, mean_G)
+            step_scheduler(self.sched_D, mean_G)
+            self.epoch += 1
+            self.epoch_iter = 0
+            self.save(self.ckpt_dir / "latest.pt")
+            if self.epoch % max(cfg.save_epoch_freq, 1) == 0 or self.epoch == self.total_epochs:
+                self.save(self.ckpt_dir / f"epoch_{self.epoch}.pt")
+        bar.close()
+        if cfg.sample_every > 0 and "result" in locals():
+            self._save_sample(result.visuals, samples)
+        return {"epochs": self.epoch, "iterations": self.global_iter, **last,
+                "checkpoint": str(self.ckpt_dir / "latest.pt")}
+
+    def _log(self, means: torch.Tensor, it_per_s: float) -> dict:
+        values = means.tolist()  # the one host sync per logging window
+        row = {"epoch": self.epoch + 1, "iteration": self.global_iter,
+               **{f"loss_{n}": round(v, 6) for n, v in zip(LOSS_NAMES, values)},
+               "lr": self.step.opt_G.param_groups[0]["lr"], "it_per_s": round(it_per_s, 3),
+               "time": round(time.time(), 3)}
+        self._write_log([row])
+        return row
+
+    def _save_sample(self, visuals, folder: Path) -> None:
+        from .data.transforms import save_image
+
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"iter_{self.global_iter:07d}.png"
+        tmp = folder / f".{path.name}.tmp.png"
+        save_image(sample_grid(visuals), tmp)
+        os.replace(tmp, path)
+
+
+def train(cfg: Config, data: str | Path, out: str | Path, resume: bool = False, device: str | None = None,
+          progress: bool = True) -> dict:
+    """Train a CycleGAN on ``data`` (trainA/trainB) into ``out``; see the module docstring."""
+    trainer = Trainer(cfg, data, out, device)
+    if resume:
+        trainer.resume()
+    return trainer.train(progress=progress)
