@@ -106,15 +106,19 @@ class TrainConfig:
 
 @dataclass
 class EvaluateConfig:
-    max_images: int = 0                # 0 evaluates the whole test split
-    batch_size: int = 8
+    """``cyclegan evaluate``: metrics on the test split, grids, report (README "Evaluation")."""
+    max_images: int = 0                # per test domain; 0 evaluates the whole test split
+    image_size: int = 0                # side test images are resized to; 0 = the checkpoint's data.crop_size
+    batch_size: int = 8                # images per generator / feature-network call
     grid_images: int = 8               # test images per picture grid
     identity: bool = True              # also measure G(y) against y
-    features: str = "effnet_lite0"
+    features: str = "effnet_lite0"     # feature network for KID, Frechet distance and the probe
+    cache_dir: str = "~/.cache/cyclegan/features"   # features of real image sets; "" turns caching off
     kid_subsets: int = 50
     kid_subset_size: int = 100
     probe_max_per_domain: int = 500    # cap on training images per domain for the linear probe
-    inception_weights: str = ""        # local pt_inception weights for standard FID; empty skips it
+    inception_weights: str = ""        # local TorchScript Inception (inception-2015-12-05.pt) for FID; "" skips it
+    device: str = "auto"               # auto (CUDA when present) | cpu | cuda | cuda:N
     seed: int = 0
 
 
@@ -308,6 +312,7 @@ CHOICES = {
     ("train", "lr_policy"): ("linear", "step", "plateau", "cosine"),
     ("prepare", "small_images"): ("upscale", "reject"),
     ("serve", "provider"): ("cpu", "cuda", "tensorrt"),
+    ("evaluate", "features"): ("effnet_lite0",),
 }
 
 POSITIVE = [("data", "load_size"), ("data", "crop_size"), ("data", "input_nc"), ("data", "output_nc"),
@@ -336,5 +341,15 @@ def validate(cfg: Config) -> None:
         if not (name.startswith(("kid_", "cycle_psnr_")) or "domain_success_" in name):
             raise UserError(f"register.gate_metrics: {name!r} has no gate rule "
                             "(use kid_*, cycle_psnr_* or *domain_success_* metrics)")
+    for key in ("batch_size", "grid_images", "kid_subsets"):
+        if getattr(cfg.evaluate, key) <= 0:
+            raise UserError(f"evaluate.{key}: must be positive")
+    for key in ("max_images", "probe_max_per_domain"):
+        if getattr(cfg.evaluate, key) < 0:
+            raise UserError(f"evaluate.{key}: must not be negative")
+    if cfg.evaluate.kid_subset_size < 2:
+        raise UserError("evaluate.kid_subset_size: must be at least 2")
+    if cfg.evaluate.image_size != 0 and cfg.evaluate.image_size < 11:
+        raise UserError("evaluate.image_size: must be 0 (the checkpoint's crop size) or at least 11 (the SSIM window)")
     if cfg.train.lambda_identity > 0 and cfg.data.input_nc != cfg.data.output_nc:
         raise UserError("train.lambda_identity: the identity loss needs data.input_nc == data.output_nc")
