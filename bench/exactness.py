@@ -1,0 +1,153 @@
+"""Exactness of the project's training step against the authors' step.
+
+Runs ``../shared/bench/reference_cyclegan.py`` (loaded by path, never copied) and the
+project's ``TrainingStep`` on the same weights and the same images, fp32 on CPU, and
+prints per-iteration loss differences and the worst per-tensor parameter difference,
+each as ||delta|| / ||ref||, for each speed lever that claims to keep the math.
+
+The biases of convolutions that feed an affine-free instance norm are reported apart:
+their true gradient is zero, so Adam turns rounding noise into +-lr steps.
+
+    python bench/exactness.py                  # default levers, 64x64, 9 blocks, 3 iterations
+    python bench/exactness.py --size 32 --iters 3 --n-blocks 6
+
+Needs torch and numpy only.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import random
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+REFERENCE = ROOT.parent / "shared" / "bench" / "reference_cyclegan.py"
+sys.path.insert(0, str(ROOT))
+
+from training.config import Config  # noqa: E402
+from training.cyclegan import CycleGAN, TrainingStep  # noqa: E402
+
+TOLERANCE = 1e-5
+# lever -> (TrainConfig overrides, whether the lever claims to keep the reference's numerics)
+LEVERS = {
+    "plain": (dict(merge_passes=False, fused_adam=False), True),
+    "fused_adam (foreach on CPU)": (dict(merge_passes=False, fused_adam=True), True),
+    "channels_last flag (ignored on CPU)": (dict(merge_passes=False, fused_adam=True, channels_last=True), True),
+    "merge_passes": (dict(merge_passes=True, fused_adam=False), False),
+    "merge_passes + fused_adam": (dict(merge_passes=True, fused_adam=True), False),
+}
+
+
+def load_reference(path: Path = REFERENCE):
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: reference implementation not found (../shared is absent)")
+    spec = importlib.util.spec_from_file_location("reference_cyclegan", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def zero_gradient_biases(net: nn.Module) -> set[str]:
+    """Names of conv biases whose output feeds an affine-free InstanceNorm directly."""
+    names = set()
+    for prefix, module in net.named_modules():
+        if not isinstance(module, nn.Sequential):
+            continue
+        children = list(module.named_children())
+        for (name, layer), (_, following) in zip(children, children[1:]):
+            if (isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d)) and layer.bias is not None
+                    and isinstance(following, nn.InstanceNorm2d) and not following.affine):
+                names.add(f"{prefix}.{name}.bias" if prefix else f"{name}.bias")
+    return names
+
+
+def relative(a: torch.Tensor, b: torch.Tensor) -> float:
+    ref = b.norm().item()
+    return (a - b).norm().item() / ref if ref > 0 else (a - b).norm().item()
+
+
+def compare(lever: dict, size: int = 64, iters: int = 3, ngf: int = 64, n_blocks: int = 9, seed: int = 0,
+            force_channels_last: bool = False) -> dict:
+    """Run both steps ``iters`` times from identical weights; return the differences."""
+    ref_module = load_reference()
+    torch.manual_seed(seed)
+    random.seed(seed)
+    reference = ref_module.ReferenceCycleGAN("cpu", ngf=ngf, n_blocks=n_blocks)
+
+    cfg = Config()
+    cfg.model.ngf, cfg.model.netG = ngf, f"resnet_{n_blocks}blocks"
+    for key, value in lever.items():
+        setattr(cfg.train, key, value)
+    model = CycleGAN(cfg, init=False)
+    for name in ("G_A", "G_B", "D_A", "D_B"):
+        ref_state = getattr(reference, name).state_dict()
+        getattr(model, name).load_state_dict({f"model.{k}": v for k, v in ref_state.items()})
+    step = TrainingStep(model, cfg.train, torch.device("cpu"))
+    if force_channels_last:  # bypass the CPU guard, to show the harness catches the fault
+        step.channels_last = True
+        model.to(memory_format=torch.channels_last)
+
+    g = torch.Generator().manual_seed(seed + 1)
+    images = [(torch.rand(1, 3, size, size, generator=g) * 2 - 1, torch.rand(1, 3, size, size, generator=g) * 2 - 1)
+              for _ in range(iters)]
+    loss_diffs = []
+    for real_A, real_B in images:
+        ref_losses = reference.step(real_A, real_B)
+        ours = step(real_A, real_B).losses
+        mine = (ours["G"].item(), ours["D_A"].item(), ours["D_B"].item())
+        loss_diffs.append(max(abs(m - r) / abs(r) for m, r in zip(mine, ref_losses)))
+
+    worst, worst_name, worst_excluded = 0.0, "", 0.0
+    for name in ("G_A", "G_B", "D_A", "D_B"):
+        ref_net, net = getattr(reference, name), getattr(model, name)
+        excluded = {f"model.{n}" for n in zero_gradient_biases(ref_net)}
+        ref_params = {f"model.{k}": v for k, v in ref_net.named_parameters()}
+        for pname, p in net.named_parameters():
+            diff = relative(p.detach(), ref_params[pname].detach())
+            if pname in excluded:
+                worst_excluded = max(worst_excluded, diff)
+            elif diff > worst:
+                worst, worst_name = diff, f"{name}.{pname}"
+    return {"loss_rel_diff_per_iter": loss_diffs, "max_loss_rel_diff": max(loss_diffs),
+            "max_param_rel_diff": worst, "worst_param": worst_name,
+            "max_zero_grad_bias_rel_diff": worst_excluded,
+            "exact": max(loss_diffs) <= TOLERANCE and worst <= TOLERANCE}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--iters", type=int, default=3)
+    parser.add_argument("--ngf", type=int, default=64)
+    parser.add_argument("--n-blocks", type=int, default=9)
+    parser.add_argument("--show-channels-last-fault", action="store_true",
+                        help="also run channels_last forced on CPU (torch's instance_norm fault)")
+    args = parser.parse_args()
+    torch.set_num_threads(torch.get_num_threads())
+    print(f"torch {torch.__version__}, CPU fp32, {args.size}x{args.size}, ngf {args.ngf}, "
+          f"{args.n_blocks} blocks, {args.iters} iterations, tolerance {TOLERANCE:g}")
+    print(f"{'lever':40s} {'max loss diff':>14s} {'max param diff':>15s} {'zero-grad biases':>17s}  exact  claims")
+    ok = True
+    for label, (lever, claims_exact) in LEVERS.items():
+        r = compare(lever, args.size, args.iters, args.ngf, args.n_blocks)
+        if claims_exact:
+            ok &= r["exact"]
+        print(f"{label:40s} {r['max_loss_rel_diff']:14.2e} {r['max_param_rel_diff']:15.2e} "
+              f"{r['max_zero_grad_bias_rel_diff']:17.2e}  {'yes' if r['exact'] else 'NO':5s}  "
+              f"{'exact' if claims_exact else 'no'}")
+    if args.show_channels_last_fault:
+        r = compare(LEVERS["fused_adam (foreach on CPU)"][0], args.size, args.iters, args.ngf, args.n_blocks,
+                    force_channels_last=True)
+        print(f"{'channels_last FORCED on CPU':40s} {r['max_loss_rel_diff']:14.2e} {r['max_param_rel_diff']:15.2e} "
+              f"{r['max_zero_grad_bias_rel_diff']:17.2e}  {'yes' if r['exact'] else 'NO'} (expected NO)")
+        print(json.dumps({"worst_param": r["worst_param"]}))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
