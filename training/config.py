@@ -124,13 +124,15 @@ class EvaluateConfig:
 
 @dataclass
 class ExportConfig:
-    opset: int = 17
+    """``cyclegan export``: ONNX models, their verification, optional uint8/int8 variants."""
+    opset: int = 18                    # >= 18: torch's exporter emits 18 and cannot lower Pad to 17
     uint8_variant: bool = False        # also export a uint8 NHWC model with normalisation inside
     verify_sizes: list[int] = field(default_factory=lambda: [32, 64])
     verify_batches: list[int] = field(default_factory=lambda: [1, 2])
-    tolerance: float = 0.0001
+    tolerance: float = 0.0001          # max abs difference ORT vs PyTorch (fp32)
     quantize: bool = False             # also build an int8 model for CPU serving
-    calibration_images: int = 32
+    calibration_images: int = 32       # training images per domain that calibrate int8 (0: all)
+    psnr_images: int = 32              # test images per domain for the int8 PSNR report (0: all)
 
 
 @dataclass
@@ -153,15 +155,20 @@ class RegisterConfig:
 
 @dataclass
 class ServeConfig:
+    """``cyclegan serve`` / ``translate --model``: ONNX Runtime, batching, HTTP limits."""
     host: str = "127.0.0.1"
     port: int = 8080
     provider: str = "cpu"              # cpu | cuda | tensorrt; a missing GPU provider is an error
-    max_batch_size: int = 8
-    max_batch_delay_ms: float = 5.0
-    max_upload_bytes: int = 20_000_000
-    max_pixels: int = 16_777_216
+    variant: str = "fp32"              # fp32 | int8 | uint8: which exported file to load
+    threads: int = 0                   # ORT intra-op threads; 0 = one per physical core
+    max_batch_size: int = 8            # dynamic batching: most images per model call
+    max_batch_delay_ms: float = 5.0    # dynamic batching: longest wait for a batch to fill
+    max_upload_bytes: int = 20_000_000     # /v1/translate body limit
+    max_infer_bytes: int = 200_000_000     # /v2/.../infer body limit
+    max_pixels: int = 16_777_216       # per image, read from the header before decoding
     content_types: list[str] = field(default_factory=lambda: ["image/png", "image/jpeg", "image/webp"])
-    model_name: str = "cyclegan"
+    model_name: str = "cyclegan"       # served as <model_name>-AtoB and <model_name>-BtoA
+    graceful_timeout_s: float = 30.0   # on SIGTERM: stop accepting, finish requests for this long
 
 
 @dataclass
@@ -312,6 +319,7 @@ CHOICES = {
     ("train", "lr_policy"): ("linear", "step", "plateau", "cosine"),
     ("prepare", "small_images"): ("upscale", "reject"),
     ("serve", "provider"): ("cpu", "cuda", "tensorrt"),
+    ("serve", "variant"): ("fp32", "int8", "uint8"),
     ("evaluate", "features"): ("effnet_lite0",),
 }
 
@@ -351,5 +359,23 @@ def validate(cfg: Config) -> None:
         raise UserError("evaluate.kid_subset_size: must be at least 2")
     if cfg.evaluate.image_size != 0 and cfg.evaluate.image_size < 11:
         raise UserError("evaluate.image_size: must be 0 (the checkpoint's crop size) or at least 11 (the SSIM window)")
+    _validate_export_serve(cfg)
     if cfg.train.lambda_identity > 0 and cfg.data.input_nc != cfg.data.output_nc:
         raise UserError("train.lambda_identity: the identity loss needs data.input_nc == data.output_nc")
+
+
+def _validate_export_serve(cfg: Config) -> None:
+    if cfg.export.opset < 18:
+        raise UserError(f"export.opset: {cfg.export.opset} is below 18 (torch's exporter emits opset 18)")
+    if not cfg.export.verify_sizes or not cfg.export.verify_batches \
+            or min(cfg.export.verify_sizes + cfg.export.verify_batches) <= 0:
+        raise UserError("export.verify_sizes, export.verify_batches: need at least one value each, all positive")
+    for key in ("tolerance", "calibration_images", "psnr_images"):
+        if getattr(cfg.export, key) < 0:
+            raise UserError(f"export.{key}: must not be negative")
+    for key in ("port", "max_batch_size", "max_upload_bytes", "max_infer_bytes", "max_pixels"):
+        if getattr(cfg.serve, key) <= 0:
+            raise UserError(f"serve.{key}: must be positive")
+    for key in ("threads", "max_batch_delay_ms", "graceful_timeout_s"):
+        if getattr(cfg.serve, key) < 0:
+            raise UserError(f"serve.{key}: must not be negative")
