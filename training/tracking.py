@@ -1,0 +1,480 @@
+"""MLflow tracking: one run per pipeline run, and each step adds its own part to it.
+
+How the run travels
+  The train step opens the run and writes its id to ``<train out>/mlflow_run_id``. That file
+  is part of the train output (a DVC out, the KFP Model artifact), so every later step finds
+  the run through it (``--run-id-file``). Nothing else is shared between steps.
+
+What each step logs (``cyclegan register --log-train/--log-evaluate/--log-export``)
+  train     every parameter (``config.json``, flattened to ``section.key``); per-epoch mean
+            losses and the learning rate from ``train_log.csv`` (step = epoch); the sample
+            grids as images (``samples/*.png``, step = iteration); lineage tags
+  evaluate  ``metrics.json`` as metrics (text values such as the test manifest hash as tags);
+            ``metrics.json``, ``report/``, ``grids/`` and ``plots/`` as artifacts
+  export    the model: one pyfunc carrying both ONNX graphs (``pyfunc_model.py``), with a
+            signature and an input example; ``verify.json`` as an artifact
+  register  ``decision.json`` of the promotion gate (``registry.py``)
+
+Lineage tags on the run (and, by ``registry.py``, on the model version)
+  ``git_commit``            ``CYCLEGAN_GIT_COMMIT`` or ``git rev-parse HEAD`` (+ ``git_dirty``)
+  ``data_manifest_sha256``  sha256 of the prepared data's ``manifest.json``
+  ``container_image``       ``CYCLEGAN_IMAGE``, set by the pipeline on each task (where known)
+  ``dataset_license``       ``register.dataset_license``
+
+Logging a part again is a no-op: each part leaves a tag ``cyclegan.logged.<part>`` holding
+the hash of what it logged. If the recorded run is missing from the tracking store (a new
+``mlflow.db``, another server), the first step that needs it opens a replacement run tagged
+``cyclegan.replaces=<old id>`` and re-logs the train part; later steps find the same one.
+
+The tracking URI is ``register.tracking_uri`` (default ``sqlite:///mlflow.db``, local
+artifacts under ``mlruns/``) unless ``MLFLOW_TRACKING_URI`` is set. MLflow is imported here,
+lazily, and nowhere else in ``training/``.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import math
+import os
+import subprocess
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from .config import Config
+from .errors import UserError
+
+RUN_ID_FILE = "mlflow_run_id"
+MODEL_NAME_IN_RUN = "model"        # the logged model's name inside the run
+ONNX_FILES = ("G_AtoB.onnx", "G_BtoA.onnx")
+GENERATORS_FILE = "generators.pt"  # generator-only checkpoint inside the model, for re-evaluation
+LOSS_PREFIX = "loss_"
+MAX_SAMPLE_IMAGES = 50             # sample grids logged as images (evenly spaced over the run)
+
+log = logging.getLogger(__name__)
+
+
+# -- connection -------------------------------------------------------------------------------
+
+def tracking_uri(cfg: Config) -> str:
+    """``MLFLOW_TRACKING_URI`` wins over ``register.tracking_uri``."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or cfg.register.tracking_uri
+
+
+def client(cfg: Config):
+    """An ``MlflowClient`` on the configured store (also set as the fluent API's store)."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    uri = tracking_uri(cfg)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(os.environ.get("MLFLOW_REGISTRY_URI") or uri)
+    return MlflowClient(tracking_uri=uri)
+
+
+def experiment_id(mlc, cfg: Config) -> str:
+    exp = mlc.get_experiment_by_name(cfg.register.experiment)
+    if exp is not None:
+        return exp.experiment_id
+    try:
+        return mlc.create_experiment(cfg.register.experiment, artifact_location=cfg.register.artifact_location or None)
+    except Exception:  # created concurrently by another step
+        exp = mlc.get_experiment_by_name(cfg.register.experiment)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+def _run_exists(mlc, run_id: str) -> bool:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mlc.get_run(run_id)
+        return True
+    except MlflowException:
+        return False
+
+
+# -- lineage ----------------------------------------------------------------------------------
+
+def git_commit(cwd: str | Path | None = None) -> tuple[str | None, bool | None]:
+    """(commit, dirty) of the checkout, or ``CYCLEGAN_GIT_COMMIT`` inside an image."""
+    baked = os.environ.get("CYCLEGAN_GIT_COMMIT")
+    if baked:
+        return baked, None
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True,
+                                timeout=10, check=True).stdout.strip()
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+                                capture_output=True, text=True, timeout=10, check=True).stdout
+        return commit, bool(status.strip())
+    except (OSError, subprocess.SubprocessError):
+        return None, None
+
+
+def manifest_sha256(data_dir: str | Path | None) -> str | None:
+    if data_dir is None:
+        return None
+    path = Path(data_dir) / "manifest.json"
+    return _file_sha256(path) if path.is_file() else None
+
+
+def lineage_tags(cfg: Config, data_dir: str | Path | None = None) -> dict[str, str]:
+    """The lineage every run and model version carries; unknown items are left out."""
+    commit, dirty = git_commit()
+    tags = {"dataset_license": cfg.register.dataset_license}
+    if commit:
+        tags["git_commit"] = commit
+        tags["mlflow.source.git.commit"] = commit  # shown by the MLflow UI
+    if dirty is not None:
+        tags["git_dirty"] = str(dirty).lower()
+    if (image := os.environ.get("CYCLEGAN_IMAGE")):
+        tags["container_image"] = image
+    if (digest := manifest_sha256(data_dir)):
+        tags["data_manifest_sha256"] = digest
+    return tags
+
+
+# -- small helpers ----------------------------------------------------------------------------
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def files_sha256(paths: list[Path]) -> str:
+    """One hash over several files' names and contents (order-independent)."""
+    h = hashlib.sha256()
+    for path in sorted(paths, key=lambda p: p.name):
+        h.update(path.name.encode() + b"\0" + _file_sha256(path).encode())
+    return h.hexdigest()
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def flatten_config(config: dict[str, Any]) -> dict[str, str]:
+    """``{"train": {"lr": 2e-4}}`` -> ``{"train.lr": "0.0002"}`` (lists as JSON)."""
+    flat = {}
+    for section, values in config.items():
+        if isinstance(values, dict):
+            for key, value in values.items():
+                flat[f"{section}.{key}"] = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+        else:
+            flat[section] = str(values)
+    return flat
+
+
+def epoch_metrics(log_path: Path) -> dict[int, dict[str, float]]:
+    """Per-epoch means of the loss columns and the epoch's last learning rate and speed."""
+    sums: dict[int, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    counts: dict[int, int] = defaultdict(int)
+    last: dict[int, dict[str, float]] = {}
+    with open(log_path, newline="") as f:
+        for row in csv.DictReader(f):
+            epoch = int(row["epoch"])
+            counts[epoch] += 1
+            for key, value in row.items():
+                if key and key.startswith(LOSS_PREFIX) and value not in (None, ""):
+                    sums[epoch][key] += float(value)
+            last[epoch] = {k: float(row[k]) for k in ("lr", "it_per_s", "iteration") if row.get(k) not in (None, "")}
+    out = {}
+    for epoch in sorted(counts):
+        values = {k: v / counts[epoch] for k, v in sums[epoch].items()}
+        values.update(last.get(epoch, {}))
+        out[epoch] = values
+    return out
+
+
+def _logged_marker(mlc, run_id: str, part: str) -> str | None:
+    return mlc.get_run(run_id).data.tags.get(f"cyclegan.logged.{part}")
+
+
+def _log_params(mlc, run_id: str, params: dict[str, str]) -> None:
+    """Log params not yet on the run; a differing existing value is kept (params are immutable)."""
+    from mlflow.entities import Param
+
+    existing = mlc.get_run(run_id).data.params
+    new = []
+    for key, value in params.items():
+        value = value[:6000]
+        if key not in existing:
+            new.append(Param(key, value))
+        elif existing[key] != value:
+            log.warning("MLflow param %s is already %r on run %s; keeping it (new value %r)",
+                        key, existing[key], run_id, value)
+    for i in range(0, len(new), 100):  # the store's batch limit
+        mlc.log_batch(run_id, params=new[i:i + 100])
+
+
+# -- runs -------------------------------------------------------------------------------------
+
+def read_run_id(run_id_file: str | Path) -> str:
+    path = Path(run_id_file)
+    try:
+        run_id = path.read_text().strip()
+    except FileNotFoundError:
+        raise UserError(f"{path}: no MLflow run id here (log the train step first: "
+                        "cyclegan register --log-train TRAIN_DIR)") from None
+    if not run_id:
+        raise UserError(f"{path}: empty MLflow run id file")
+    return run_id
+
+
+def open_run(cfg: Config, train_dir: str | Path, data_dir: str | Path | None = None) -> str:
+    """The run of this pipeline run: the one recorded in ``train_dir/mlflow_run_id`` when it
+    still exists in the store, else a new one whose id is written there."""
+    mlc = client(cfg)
+    id_file = Path(train_dir) / RUN_ID_FILE
+    if id_file.exists():
+        run_id = id_file.read_text().strip()
+        if run_id and _run_exists(mlc, run_id):
+            return run_id
+    Path(train_dir).mkdir(parents=True, exist_ok=True)
+    run = mlc.create_run(experiment_id(mlc, cfg), tags=lineage_tags(cfg, data_dir))
+    _write_atomic(id_file, run.info.run_id + "\n")
+    return run.info.run_id
+
+
+def resolve_run(cfg: Config, run_id_file: str | Path | None, train_dir: str | Path | None = None) -> str:
+    """The run named by ``run_id_file``; if the store lost it, a replacement run (found again by
+    its ``cyclegan.replaces`` tag) into which the train part is re-logged from ``train_dir``.
+    Without a file, a fresh run (a standalone ``cyclegan register``)."""
+    mlc = client(cfg)
+    exp_id = experiment_id(mlc, cfg)
+    if run_id_file is None:
+        return mlc.create_run(exp_id, tags=lineage_tags(cfg), run_name="register").info.run_id
+    run_id = read_run_id(run_id_file)
+    if _run_exists(mlc, run_id):
+        return run_id
+    found = mlc.search_runs([exp_id], filter_string=f"tags.`cyclegan.replaces` = '{run_id}'", max_results=1)
+    if found:
+        return found[0].info.run_id
+    log.warning("MLflow run %s (from %s) is not in %s; opening a replacement run", run_id, run_id_file,
+                tracking_uri(cfg))
+    new = mlc.create_run(exp_id, tags={**lineage_tags(cfg), "cyclegan.replaces": run_id}).info.run_id
+    train_dir = Path(train_dir) if train_dir else Path(run_id_file).parent
+    if (train_dir / "train_log.csv").exists():
+        log_train_part(cfg, new, train_dir)
+    return new
+
+
+def end_run(cfg: Config, run_id: str, status: str = "FINISHED") -> None:
+    client(cfg).set_terminated(run_id, status)
+
+
+# -- the parts --------------------------------------------------------------------------------
+
+def log_train(cfg: Config, train_dir: str | Path, data_dir: str | Path | None = None) -> str:
+    """Open (or reuse) the pipeline's run and log the train part; returns the run id."""
+    run_id = open_run(cfg, train_dir, data_dir)
+    log_train_part(cfg, run_id, Path(train_dir), data_dir)
+    return run_id
+
+
+def log_train_part(cfg: Config, run_id: str, train_dir: Path, data_dir: str | Path | None = None) -> None:
+    from mlflow.entities import Metric
+
+    mlc = client(cfg)
+    config_path, log_path = train_dir / "config.json", train_dir / "train_log.csv"
+    inputs = [p for p in (config_path, log_path) if p.exists()]
+    if not inputs:
+        raise UserError(f"{train_dir}: no config.json or train_log.csv (not a train output folder)")
+    marker = files_sha256(inputs)
+    if _logged_marker(mlc, run_id, "train") == marker:
+        return
+    tags = lineage_tags(cfg, data_dir)
+    for key, value in tags.items():
+        mlc.set_tag(run_id, key, value)
+    if config_path.exists():
+        _log_params(mlc, run_id, flatten_config(json.loads(config_path.read_text())))
+    if log_path.exists():
+        metrics = []
+        for epoch, values in epoch_metrics(log_path).items():
+            for key, value in values.items():
+                if key != "iteration" and math.isfinite(value):
+                    metrics.append(Metric(key, value, 0, epoch))
+        for i in range(0, len(metrics), 1000):
+            mlc.log_batch(run_id, metrics=metrics[i:i + 1000])
+        mlc.log_artifact(run_id, str(log_path), "train")
+    if config_path.exists():
+        mlc.log_artifact(run_id, str(config_path), "train")
+    _log_samples(mlc, run_id, train_dir / "samples")
+    mlc.set_tag(run_id, "cyclegan.logged.train", marker)
+
+
+def _log_samples(mlc, run_id: str, folder: Path) -> None:
+    """Sample grids as MLflow images (step = iteration, from ``iter_NNNNNNN.png``)."""
+    from PIL import Image
+
+    paths = sorted(folder.glob("*.png")) if folder.is_dir() else []
+    if len(paths) > MAX_SAMPLE_IMAGES:  # evenly spaced, always keeping the last one
+        step = len(paths) / MAX_SAMPLE_IMAGES
+        paths = [paths[int(i * step)] for i in range(MAX_SAMPLE_IMAGES - 1)] + [paths[-1]]
+    for path in paths:
+        digits = "".join(c for c in path.stem if c.isdigit())
+        with Image.open(path) as image:
+            mlc.log_image(run_id, image.convert("RGB"), key="samples", step=int(digits) if digits else 0)
+
+
+def read_metrics(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        metrics = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path}: metrics file not found") from None
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(metrics, dict):
+        raise UserError(f"{path}: expected a JSON object of metric names to values")
+    return metrics
+
+
+def numeric_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))}
+
+
+def log_evaluate(cfg: Config, run_id: str, eval_dir: str | Path) -> None:
+    """Metrics of ``metrics.json`` and the report, grids and plot files."""
+    from mlflow.entities import Metric
+
+    eval_dir = Path(eval_dir)
+    metrics_path = eval_dir / "metrics.json"
+    metrics = read_metrics(metrics_path)
+    mlc = client(cfg)
+    marker = files_sha256([metrics_path])
+    if _logged_marker(mlc, run_id, "evaluate") == marker:
+        return
+    values = [Metric(k, v, 0, 0) for k, v in numeric_metrics(metrics).items()]
+    for i in range(0, len(values), 1000):
+        mlc.log_batch(run_id, metrics=values[i:i + 1000])
+    for key, value in metrics.items():
+        if isinstance(value, str):
+            mlc.set_tag(run_id, f"eval.{key}", value[:5000])
+    mlc.log_artifact(run_id, str(metrics_path), "evaluation")
+    for sub in ("report", "grids", "plots"):
+        if (eval_dir / sub).is_dir():
+            mlc.log_artifacts(run_id, str(eval_dir / sub), f"evaluation/{sub}")
+    mlc.set_tag(run_id, "cyclegan.logged.evaluate", marker)
+
+
+def onnx_paths(export_dir: str | Path) -> list[Path]:
+    export_dir = Path(export_dir)
+    paths = [export_dir / name for name in ONNX_FILES]
+    missing = [p.name for p in paths if not p.is_file()]
+    if missing:
+        raise UserError(f"{export_dir}: missing {', '.join(missing)} (run cyclegan export first)")
+    return paths
+
+
+def slim_checkpoint(checkpoint: str | Path, out: Path) -> Path:
+    """The generators and config of a trainer checkpoint, without discriminators, optimizer
+    and RNG state: what ``checkpoint.load_generators`` (and so ``cyclegan evaluate``) reads."""
+    from .checkpoint import atomic_torch_save, load_checkpoint
+
+    state = load_checkpoint(checkpoint)
+    atomic_torch_save({"format": state["format"], "config": state["config"],
+                       "models": {k: state["models"][k] for k in ("G_A", "G_B")},
+                       "epoch": state.get("epoch"), "global_iter": state.get("global_iter")}, out)
+    return out
+
+
+def log_export(cfg: Config, run_id: str, export_dir: str | Path, checkpoint: str | Path | None = None) -> str:
+    """Log both ONNX graphs as one pyfunc model in the run; returns its model URI.
+
+    With ``checkpoint``, the model also carries ``generators.pt`` (the generators' weights and
+    config) so that a later gate can re-evaluate this version on a new test set.
+    Idempotent: a run whose model already holds these exact graphs returns that model's URI.
+    """
+    import tempfile
+
+    import mlflow
+
+    paths = onnx_paths(export_dir)
+    digest = files_sha256(paths)
+    mlc = client(cfg)
+    tags = mlc.get_run(run_id).data.tags
+    if tags.get("cyclegan.onnx_sha256") == digest and tags.get("cyclegan.model_uri"):
+        return tags["cyclegan.model_uri"]
+    artifacts = {p.stem: str(p) for p in paths}   # kept as artifacts/G_AtoB.onnx, artifacts/G_BtoA.onnx
+    tmp = tempfile.TemporaryDirectory(prefix="cyclegan-export-")
+    if checkpoint is not None:
+        artifacts["generators"] = str(slim_checkpoint(checkpoint, Path(tmp.name) / GENERATORS_FILE))
+    import warnings
+
+    signature, example = _signature_and_example(paths[0])
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    with mlflow.start_run(run_id=run_id), warnings.catch_warnings():
+        # The signature is explicit, so MLflow's advice to add type hints does not apply.
+        warnings.filterwarnings("ignore", message=".*type hints.*")
+        info = mlflow.pyfunc.log_model(
+            name=MODEL_NAME_IN_RUN,
+            python_model=str(Path(__file__).with_name("pyfunc_model.py")),
+            artifacts=artifacts,
+            signature=signature, input_example=example,
+            pip_requirements=_pip_requirements(),
+            metadata={"onnx_sha256": digest, "directions": ["AtoB", "BtoA"],
+                      "input": "float32 NCHW in [-1, 1]; params.direction = AtoB | BtoA"})
+        for extra in sorted(Path(export_dir).glob("*.json")):
+            mlflow.log_artifact(str(extra), "export")
+    tmp.cleanup()
+    mlc.set_tag(run_id, "cyclegan.onnx_sha256", digest)
+    mlc.set_tag(run_id, "cyclegan.model_uri", info.model_uri)
+    mlc.set_tag(run_id, "cyclegan.logged.export", digest)
+    return info.model_uri
+
+
+def _signature_and_example(onnx_path: Path):
+    """Image tensor in, image tensor out, with the direction as an inference parameter."""
+    import numpy as np
+    from mlflow.models import ModelSignature
+    from mlflow.types import ParamSchema, ParamSpec, Schema, TensorSpec
+
+    channels = _onnx_channels(onnx_path)
+    tensor = TensorSpec(np.dtype("float32"), (-1, channels, -1, -1), "image")
+    signature = ModelSignature(inputs=Schema([tensor]), outputs=Schema([tensor]),
+                               params=ParamSchema([ParamSpec("direction", "string", "AtoB")]))
+    example = np.random.default_rng(0).uniform(-1, 1, (1, channels, 32, 32)).astype("float32")
+    return signature, (example, {"direction": "AtoB"})
+
+
+def _onnx_channels(path: Path) -> int:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    return dims[1].dim_value if len(dims) > 1 and dims[1].dim_value else 3
+
+
+def _pip_requirements() -> list[str]:
+    """Pin what the pyfunc needs (inferring it would load the model in a subprocess)."""
+    from importlib import metadata
+
+    reqs = []
+    for dist in ("mlflow", "numpy", "onnxruntime-gpu", "onnxruntime"):
+        try:
+            reqs.append(f"{dist}=={metadata.version(dist)}")
+        except metadata.PackageNotFoundError:
+            continue
+        if dist.startswith("onnxruntime"):
+            break
+    return reqs
+
+
+def run_url(cfg: Config, run_id: str) -> str:
+    """Where a person finds the run: the UI address for a server, the store otherwise."""
+    uri = tracking_uri(cfg)
+    mlc = client(cfg)
+    exp = mlc.get_run(run_id).info.experiment_id
+    if uri.startswith(("http://", "https://")):
+        return f"{uri.rstrip('/')}/#/experiments/{exp}/runs/{run_id}"
+    return f"run {run_id} in experiment {exp} of {uri} (browse it with: mlflow ui --backend-store-uri {uri})"
