@@ -221,7 +221,7 @@ def test_unet_files_import_with_the_authors_key_layout(tmp_path, netG, depth):
     cfg = import_config(params(tmp_path), netG, 4, "instance", False)
     summary = import_generators({"AtoB": pth}, cfg, tmp_path / "out")
     G_A, _, stored = load_generators(summary["checkpoint"])
-    assert stored.model.netG == netG
+    assert (stored.model.netG, stored.data.crop_size) == (netG, 2 ** depth)
     x = torch.rand(1, 3, 2 ** depth, 2 ** depth)
     with torch.no_grad():
         assert torch.equal(G_A(x), net.eval()(x))

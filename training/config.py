@@ -39,6 +39,8 @@ class PrepareConfig:
     synthetic_train: int = 200         # images per domain in the synthetic train split
     synthetic_test: int = 40           # images per domain in the synthetic test split
     seed: int = 0
+    jpeg_quality: int = 95             # for JPEGs that must be re-encoded (resized, rotated, converted)
+    workers: int = 2                   # decode/validate processes; 0 or 1 works in-process
 
 
 @dataclass
@@ -360,8 +362,25 @@ def validate(cfg: Config) -> None:
     if cfg.evaluate.image_size != 0 and cfg.evaluate.image_size < 11:
         raise UserError("evaluate.image_size: must be 0 (the checkpoint's crop size) or at least 11 (the SSIM window)")
     _validate_export_serve(cfg)
+    _validate_options(cfg)
     if cfg.train.lambda_identity > 0 and cfg.data.input_nc != cfg.data.output_nc:
         raise UserError("train.lambda_identity: the identity loss needs data.input_nc == data.output_nc")
+
+
+def _validate_options(cfg: Config) -> None:
+    """The options taken over from the authors' code (U-Net sizes, schedule periods)."""
+    if cfg.train.epoch_count < 1:
+        raise UserError("train.epoch_count: must be at least 1 (the authors' epochs count from 1)")
+    if cfg.train.lr_decay_iters < 1:
+        raise UserError("train.lr_decay_iters: must be at least 1 (the step policy's period, in epochs)")
+    if cfg.model.n_layers_D < 1:
+        raise UserError("model.n_layers_D: must be at least 1")
+    if cfg.model.netG in ("unet_128", "unet_256") and cfg.data.preprocess in (
+            "resize_and_crop", "crop", "scale_width_and_crop"):
+        multiple = 128 if cfg.model.netG == "unet_128" else 256
+        if cfg.data.crop_size % multiple:
+            raise UserError(f"data.crop_size: {cfg.model.netG} halves the image {multiple.bit_length() - 1} "
+                            f"times, so the crop must be a multiple of {multiple}, got {cfg.data.crop_size}")
 
 
 def _validate_export_serve(cfg: Config) -> None:

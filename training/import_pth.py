@@ -177,9 +177,17 @@ def net_channels(net: nn.Module) -> tuple[int, int]:
 
 
 def import_config(cfg: Config, netG: str, ngf: int, norm: str, dropout: bool) -> Config:
-    """``cfg`` with the model flags of the import applied and validated."""
+    """``cfg`` with the model flags of the import applied and validated.
+
+    A U-Net only takes sides that are multiples of 128 or 256; when the params' crop size
+    is not one, the stored training size becomes that multiple (the authors' size).
+    """
     raw = cfg.to_dict()
     raw["model"].update(netG=netG, ngf=ngf, norm=norm, no_dropout=not dropout)
+    multiple = {"unet_128": 128, "unet_256": 256}.get(netG)
+    if multiple and raw["data"]["crop_size"] % multiple:
+        raw["data"]["crop_size"] = multiple
+        raw["data"]["load_size"] = max(raw["data"]["load_size"], multiple)
     return config_from_dict(raw, "import flags")
 
 

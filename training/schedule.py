@@ -11,8 +11,9 @@ from .config import TrainConfig
 def linear_factor(epoch: int, n_epochs: int, n_epochs_decay: int, epoch_count: int = 1) -> float:
     """The authors' linear policy for 0-based ``epoch``: constant for ``n_epochs`` epochs,
     then linear decay over ``n_epochs_decay`` epochs; the last epoch runs at
-    1 / (n_epochs_decay + 1) of the base rate."""
-    return 1.0 - max(0, epoch + epoch_count - n_epochs) / float(n_epochs_decay + 1)
+    1 / (n_epochs_decay + 1) of the base rate. With ``epoch_count`` > 1 the epochs past the
+    authors' last one would get a negative factor (gradient ascent); they stop at 0."""
+    return max(0.0, 1.0 - max(0, epoch + epoch_count - n_epochs) / float(n_epochs_decay + 1))
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig):
