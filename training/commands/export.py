@@ -1,11 +1,32 @@
-"""(owned by the issue that builds this command)"""
+"""Export both generators of a checkpoint to verified single-file ONNX models.
+
+Writes OUT/G_AtoB.onnx (the checkpoint's G_A), OUT/G_BtoA.onnx (G_B) and OUT/verify.json;
+with export.uint8_variant also *_uint8.onnx, with export.quantize (and --data) *_int8.onnx.
+Each model is checked by onnx.checker and compared with PyTorch; OUT is replaced only
+when all of them pass. CHECKPOINT, OUT and DATA may be s3:// addresses.
+"""
 
 
 def add_arguments(parser):
-    pass
+    parser.add_argument("--checkpoint", required=True, help="trainer checkpoint (.pt), local or s3://")
+    parser.add_argument("--out", required=True, help="output folder, local or s3://")
+    parser.add_argument("--data", default=None,
+                        help="prepared data folder: trainA/trainB calibrate int8, testA/testB measure its PSNR")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
 def run(args):
-    from ..errors import UserError
+    from ..cli import load_args_config
+    from ..export import export
 
-    raise UserError("this command is not built yet")
+    cfg = load_args_config(args)
+    report = export(args.checkpoint, args.out, cfg.export, args.data, progress=not args.no_progress)
+    for name, entry in report["models"].items():
+        if "psnr_db_mean" in entry:
+            print(f"{name}: int8 PSNR vs fp32 {entry['psnr_db_mean']:.2f} dB (min {entry['psnr_db_min']:.2f}, "
+                  f"goal {entry['goal_db']:g}: {'met' if entry['meets_goal'] else 'NOT met'})")
+        else:
+            print(f"{name}: verified, max abs diff {entry['max_abs_diff']:.3g} <= {entry['tolerance']:g} "
+                  f"over {len(entry['cases'])} inputs, opset {entry['opset']}")
+    print(f"wrote {len(report['models'])} model(s) and verify.json to {args.out}")
+    return 0
