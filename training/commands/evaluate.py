@@ -1,11 +1,30 @@
-"""(owned by the issue that builds this command)"""
+"""Measure a checkpoint on DIR/testA and DIR/testB: metrics.json (documented names, identity
+baselines), grids/, report/index.html and plots/ in --out. Paths may be local or s3://."""
+import json
 
 
 def add_arguments(parser):
-    pass
+    parser.add_argument("--data", required=True, help="prepared data folder (testA/, testB/, trainA/, trainB/)")
+    parser.add_argument("--checkpoint", required=True, help="trainer checkpoint (.pt)")
+    parser.add_argument("--out", required=True, help="output folder: metrics.json, grids/, report/, plots/")
+    parser.add_argument("--max-images", type=int, default=None,
+                        help="test images per domain (default: evaluate.max_images; 0 = all)")
+    parser.add_argument("--train-log", default=None,
+                        help="trainer's train_log.csv for the loss curves (default: <ckpt>/../../train_log.csv)")
+    parser.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: evaluate.device, auto)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
 
 
 def run(args):
-    from ..errors import UserError
+    from ..cli import load_args_config
+    from ..evaluation.evaluate import evaluate
 
-    raise UserError("this command is not built yet")
+    if args.max_images is not None:
+        args.overrides.append(f"evaluate.max_images={args.max_images}")
+    cfg = load_args_config(args)
+    summary = evaluate(cfg, args.data, args.checkpoint, args.out, train_log=args.train_log, device=args.device,
+                       progress=not args.no_progress)
+    gate = {k: summary["metrics"][k] for k in ("kid_AtoB_mean", "kid_BtoA_mean", "cycle_psnr_A", "cycle_psnr_B",
+                                               "domain_success_AtoB", "domain_success_BtoA")}
+    print(json.dumps({"out": summary["out"], **gate, "seconds": summary["timings_s"]["total"]}))
+    return 0

@@ -1,0 +1,482 @@
+"""``cyclegan evaluate``: measure a checkpoint on the test split and write what people and
+the promotion gate read.
+
+Passes, the whole cost (see README "Evaluation"): per test image and direction one
+translation and one reconstruction, plus the other generator's identity pass when
+``evaluate.identity`` is on, merged into the reconstruction call; every call is batched and
+runs under ``torch.inference_mode``. The feature network sees each image set once: the
+translations as they are made, the real test and probe-training sets once ever (their
+features are cached on disk by a content hash of the images). Decoding of the next batch
+overlaps the current batch's passes.
+
+Outputs (written into a temporary folder and swapped into place by
+``storage.local_output``, so a failed run leaves the previous output whole):
+  metrics.json         flat, the documented names of ``names.METRICS`` (+ ``baseline_*``)
+  grids/AtoB.png       input | translation | reconstruction, ``evaluate.grid_images`` rows
+  grids/BtoA.png
+  report/index.html    self-contained: grids, metric table with baselines, loss curves
+  plots/losses.csv     the training log's loss curves, for ``dvc plots``
+  plots/metrics.csv    metric, checkpoint, identity (also as plots/metrics.json)
+  eval_info.json       inputs, their hashes, the evaluate config, timings
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from ..config import Config
+from ..errors import UserError
+from . import metrics as M
+from .names import GATE_KEYS, METRICS
+
+
+# -- inputs -----------------------------------------------------------------------------
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"evaluate.device: {name!r} requested but CUDA is not available")
+    return device
+
+
+def load_image(path: Path, size: int, channels: int) -> torch.Tensor:
+    """One image as C x size x size in [-1, 1] (bicubic resize when it is not that size)."""
+    from PIL import Image
+
+    from ..data.transforms import to_tensor
+
+    try:
+        with Image.open(path) as img:
+            img = img.convert("L" if channels == 1 else "RGB")
+            if img.size != (size, size):
+                img = img.resize((size, size), Image.BICUBIC)
+            return to_tensor(img, channels)
+    except Exception as e:
+        raise UserError(f"{path}: cannot read image ({e})") from None
+
+
+def iter_batches(paths: list[Path], size: int, channels: int, batch_size: int) -> Iterator[torch.Tensor]:
+    """Batches of decoded images; the next batch decodes in a thread while this one runs."""
+    chunks = [paths[i:i + batch_size] for i in range(0, len(paths), batch_size)]
+    if not chunks:
+        return
+
+    def load(chunk):
+        return torch.stack([load_image(p, size, channels) for p in chunk])
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        future = pool.submit(load, chunks[0])
+        for i in range(len(chunks)):
+            batch = future.result()
+            if i + 1 < len(chunks):
+                future = pool.submit(load, chunks[i + 1])
+            yield batch
+
+
+def test_images(data: Path, max_images: int) -> tuple[list[Path], list[Path]]:
+    from ..data.dataset import domain_folders, list_images
+
+    sets = []
+    for folder in domain_folders(data, "test"):
+        paths = list_images(folder)
+        if max_images > 0:
+            paths = paths[:max_images]
+        if len(paths) < 2:
+            raise UserError(f"{folder}: needs at least 2 test images (KID and the Fréchet distance "
+                            f"compare sets), found {len(paths)}")
+        sets.append(paths)
+    return sets[0], sets[1]
+
+
+def probe_images(data: Path, cap: int, seed: int) -> tuple[list[Path], list[Path]]:
+    from ..data.dataset import domain_folders, list_images
+    from .probe import subset_indices
+
+    try:
+        folders = domain_folders(data, "train")
+    except UserError as e:
+        raise UserError(f"{e} (the domain probe is fitted on the training images)") from None
+    sets = []
+    for k, folder in enumerate(folders):
+        paths = list_images(folder)
+        if len(paths) < 2:
+            raise UserError(f"{folder}: the domain probe needs at least 2 training images, found {len(paths)}")
+        sets.append([paths[i] for i in subset_indices(len(paths), cap, seed + k)])
+    return sets[0], sets[1]
+
+
+def read_manifest(data: Path) -> dict:
+    path = data / "manifest.json"
+    if not path.is_file():
+        return {}
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path}: not valid JSON ({e})") from None
+    return manifest if isinstance(manifest, dict) else {}
+
+
+def source_kind(manifest: dict) -> str:
+    """The prepare step's source kind (``synthetic``, ``zip``, ...), '' without a manifest."""
+    source = manifest.get("source", "")
+    if isinstance(source, dict):
+        return str(source.get("kind", ""))
+    return str(source)
+
+
+def test_split_hash(data: Path) -> tuple[str, str]:
+    """(hash, how) of the whole test split (not the ``max_images`` subset): the prepare
+    step's ``manifest_hash`` (from manifest.json, or from the files when there is none)."""
+    how = "manifest" if (data / "manifest.json").is_file() else "files"
+    try:
+        from ..data.manifest import manifest_hash
+    except ImportError:   # the prepare module is optional here: hash names and bytes ourselves
+        from ..data.dataset import domain_folders, list_images
+        from .features import files_digest
+
+        folder_a, folder_b = domain_folders(data, "test")
+        return files_digest(list_images(folder_a) + list_images(folder_b)), "files"
+    return str(manifest_hash(data)), how
+
+
+def synthetic_scorer(manifest: dict):
+    """The synthetic data set's labelless domain statistic (> 0 = B-like), or None."""
+    if source_kind(manifest) != "synthetic":
+        return None
+    try:
+        from ..data.synthetic import domain_score
+    except ImportError:
+        return None
+    return domain_score
+
+
+# -- passes -----------------------------------------------------------------------------
+@dataclass
+class FeatureSets:
+    """Features of the real sets (from the cache or computed in the pass) and translations."""
+    real: list = field(default_factory=list)
+    fake: list = field(default_factory=list)
+
+    def stack(self, which: str) -> np.ndarray:
+        parts = getattr(self, which)
+        return torch.cat(parts).double().cpu().numpy() if parts else np.zeros((0, 0))
+
+
+@dataclass
+class Pass:
+    """What one direction's pass over a test set gathers, per image."""
+    cycle: dict = field(default_factory=lambda: {"l1": [], "psnr": [], "ssim": []})
+    cycle_base: dict = field(default_factory=lambda: {"l1": [], "psnr": [], "ssim": []})
+    identity: list = field(default_factory=list)
+    identity_base: list = field(default_factory=list)
+    effnet: FeatureSets = field(default_factory=FeatureSets)
+    inception: FeatureSets = field(default_factory=FeatureSets)
+    synth_fake: list = field(default_factory=list)
+    synth_real: list = field(default_factory=list)
+    grid: list = field(default_factory=list)     # [inputs, translations, reconstructions]
+
+
+class Timer:
+    def __init__(self, device: torch.device):
+        self.device, self.seconds = device, {}
+
+    def add(self, name: str, start: float) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+
+
+def run_pass(paths: list[Path], size: int, channels: int, forward, backward, identity: bool,
+             extractors: dict, need_real: dict, scorer, grid_images: int, batch_size: int,
+             device: torch.device, timer: Timer, desc: str, progress: bool) -> Pass:
+    """x -> forward(x) -> backward(forward(x)), with backward(x) (identity) merged in."""
+    from tqdm import tqdm
+
+    from ..translate import translate_tensor
+
+    out = Pass()
+    bar = tqdm(total=len(paths), desc=desc, unit="img", disable=not progress, dynamic_ncols=True)
+    for x in iter_batches(paths, size, channels, batch_size):
+        x = x.to(device)
+        n = x.shape[0]
+        t = time.perf_counter()
+        fake = translate_tensor(forward, x)
+        if identity:   # one call for the reconstruction and the identity: same generator
+            rec, idt = translate_tensor(backward, torch.cat([fake, x])).split([n, n])
+        else:
+            rec, idt = translate_tensor(backward, fake), None
+        timer.add("generator", t)
+
+        t = time.perf_counter()
+        for name, extractor in extractors.items():
+            sets = getattr(out, name)
+            sets.fake.append(extractor(fake).float().cpu())
+            if need_real[name]:
+                sets.real.append(extractor(x).float().cpu())
+        timer.add("features", t)
+
+        t = time.perf_counter()
+        ux, urec = M.to_unit(x).cpu(), M.to_unit(rec).cpu()
+        out.cycle["l1"].append(M.l1(urec, ux))
+        out.cycle["psnr"].append(M.psnr(urec, ux))
+        out.cycle["ssim"].append(M.ssim(urec, ux))
+        # the identity map reconstructs perfectly: measured, not assumed, so the table is honest
+        out.cycle_base["l1"].append(M.l1(ux, ux))
+        out.cycle_base["psnr"].append(M.psnr(ux, ux))
+        out.cycle_base["ssim"].append(M.ssim(ux, ux))
+        if idt is not None:
+            out.identity.append(M.l1(M.to_unit(idt).cpu(), ux))
+            out.identity_base.append(M.l1(ux, ux))
+        if scorer is not None:
+            out.synth_fake.append(torch.as_tensor(scorer(fake)).float().cpu().reshape(-1))
+            out.synth_real.append(torch.as_tensor(scorer(x)).float().cpu().reshape(-1))
+        shown = sum(g.shape[0] for g in out.grid[0]) if out.grid else 0
+        if shown < grid_images:
+            k = min(grid_images - shown, n)
+            if not out.grid:
+                out.grid = [[], [], []]
+            for column, images in zip(out.grid, (x, fake, rec)):
+                column.append(images[:k].cpu())
+        timer.add("metrics", t)
+        bar.update(n)
+    bar.close()
+    out.grid = [torch.cat(c) for c in out.grid]
+    return out
+
+
+def real_features(name: str, extractor, paths: list[Path], size: int, channels: int, cache, batch_size: int,
+                  device: torch.device, timer: Timer, progress: bool, compute: bool = True):
+    """(features or None, cache key) of a real image set: from the cache, else computed
+    when ``compute`` (else None: the caller computes them in its own pass)."""
+    from tqdm import tqdm
+
+    from .features import files_digest
+
+    t = time.perf_counter()
+    key = cache.key(features=extractor.version, size=size, channels=channels,
+                    images=files_digest(paths))
+    cached = cache.get(key)
+    timer.add("cache", t)
+    if cached is not None and cached.shape[0] == len(paths):
+        return cached.astype(np.float64), key
+    if not compute:
+        return None, key
+    t = time.perf_counter()
+    parts = []
+    for x in tqdm(iter_batches(paths, size, channels, batch_size), total=-(-len(paths) // batch_size),
+                  desc=f"features {name}", unit="batch", disable=not progress, dynamic_ncols=True):
+        parts.append(extractor(x.to(device)).float().cpu())
+    features = torch.cat(parts).numpy()
+    cache.put(key, features)
+    timer.add("features", t)
+    return features.astype(np.float64), key
+
+
+# -- the whole evaluation ---------------------------------------------------------------
+def _mean(values: list[torch.Tensor]) -> float:
+    return M.summarise(values)
+
+
+def _fraction(scores: list[torch.Tensor], positive: bool) -> float:
+    s = torch.cat(scores)
+    return float(((s > 0) if positive else (s < 0)).double().mean())
+
+
+def compute(cfg: Config, data: Path, checkpoint: Path, device: torch.device, progress: bool = True):
+    """All metrics and pictures of a checkpoint on local ``data``: (metrics, grids, info)."""
+    from ..checkpoint import file_sha256, load_generators
+    from .distances import frechet_distance_features, kid
+    from .features import FeatureCache, InceptionFeatures, build_extractor, inception_path
+    from .probe import DomainProbe
+
+    ecfg = cfg.evaluate
+    timer = Timer(device)
+    start = time.perf_counter()
+    paths_a, paths_b = test_images(data, ecfg.max_images)
+    train_a, train_b = probe_images(data, ecfg.probe_max_per_domain, ecfg.seed)
+    manifest = read_manifest(data)
+
+    t = time.perf_counter()
+    G_A, G_B, model_cfg = load_generators(checkpoint, device)
+    # metric names follow the data folders: A = testA. A checkpoint trained with
+    # data.direction=BtoA has its G_A mapping folder B to folder A, so swap.
+    to_b, to_a = (G_A, G_B) if model_cfg.data.direction == "AtoB" else (G_B, G_A)
+    nc_a = next(to_b.parameters()).shape[1]
+    nc_b = next(to_a.parameters()).shape[1]
+    size = ecfg.image_size or model_cfg.data.crop_size
+    extractors = {"effnet": build_extractor(ecfg.features, device)}
+    incep_path = inception_path(ecfg.inception_weights)
+    if incep_path is not None:
+        extractors["inception"] = InceptionFeatures(incep_path).to(device)
+    timer.add("load", t)
+    cache = FeatureCache(ecfg.cache_dir)
+
+    # real test sets: from the cache, or computed inside the passes (decoded only once)
+    real, keys = {}, {}
+    for name, extractor in extractors.items():
+        for domain, paths, nc in (("A", paths_a, nc_a), ("B", paths_b, nc_b)):
+            real[name, domain], keys[name, domain] = real_features(
+                f"test{domain}", extractor, paths, size, nc, cache, ecfg.batch_size, device, timer, progress,
+                compute=False)
+
+    scorer = synthetic_scorer(manifest)
+    common = dict(size=size, identity=ecfg.identity, extractors=extractors, scorer=scorer,
+                  grid_images=ecfg.grid_images, batch_size=ecfg.batch_size, device=device, timer=timer,
+                  progress=progress)
+    pass_a = run_pass(paths_a, channels=nc_a, forward=to_b, backward=to_a, desc="evaluate A->B",
+                      need_real={n: real[n, "A"] is None for n in extractors}, **common)
+    pass_b = run_pass(paths_b, channels=nc_b, forward=to_a, backward=to_b, desc="evaluate B->A",
+                      need_real={n: real[n, "B"] is None for n in extractors}, **common)
+    for name in extractors:
+        for domain, result in (("A", pass_a), ("B", pass_b)):
+            if real[name, domain] is None:
+                computed = getattr(result, name).stack("real")
+                cache.put(keys[name, domain], computed.astype(np.float32))
+                real[name, domain] = computed.astype(np.float32).astype(np.float64)
+
+    effnet = extractors["effnet"]
+    probe_a, _ = real_features("trainA", effnet, train_a, size, nc_a, cache, ecfg.batch_size, device, timer, progress)
+    probe_b, _ = real_features("trainB", effnet, train_b, size, nc_b, cache, ecfg.batch_size, device, timer, progress)
+
+    t = time.perf_counter()
+    m: dict = {}
+    for domain, result in (("A", pass_a), ("B", pass_b)):
+        for metric in ("l1", "psnr", "ssim"):
+            m[f"cycle_{metric}_{domain}"] = _mean(result.cycle[metric])
+            m[f"baseline_cycle_{metric}_{domain}"] = _mean(result.cycle_base[metric])
+    if ecfg.identity:
+        # authors' naming: idt_A is G_A (A->B) on B images, measured in the B pass
+        m["identity_l1_A"], m["baseline_identity_l1_A"] = _mean(pass_b.identity), _mean(pass_b.identity_base)
+        m["identity_l1_B"], m["baseline_identity_l1_B"] = _mean(pass_a.identity), _mean(pass_a.identity_base)
+
+    # translations as float32 like the cached real sets, so cache hits and misses agree
+    fake = {(n, d): getattr(r, n).stack("fake").astype(np.float32).astype(np.float64)
+            for n in extractors for d, r in (("AtoB", pass_a), ("BtoA", pass_b))}
+    kid_args = dict(subsets=ecfg.kid_subsets, subset_size=ecfg.kid_subset_size, seed=ecfg.seed)
+    for direction, source, target in (("AtoB", "A", "B"), ("BtoA", "B", "A")):
+        real_src, real_tgt = real["effnet", source], real["effnet", target]
+        m[f"kid_{direction}_mean"], m[f"kid_{direction}_std"] = kid(fake["effnet", direction], real_tgt, **kid_args)
+        m[f"baseline_kid_{direction}_mean"], m[f"baseline_kid_{direction}_std"] = kid(real_src, real_tgt, **kid_args)
+        m[f"fd_effnet_{direction}"] = frechet_distance_features(fake["effnet", direction], real_tgt)
+        m[f"baseline_fd_effnet_{direction}"] = frechet_distance_features(real_src, real_tgt)
+        if "inception" in extractors:
+            m[f"fid_{direction}"] = frechet_distance_features(fake["inception", direction], real["inception", target])
+            m[f"baseline_fid_{direction}"] = frechet_distance_features(real["inception", source],
+                                                                       real["inception", target])
+
+    probe = DomainProbe(seed=ecfg.seed).fit(probe_a, probe_b)
+    m["domain_success_AtoB"] = probe.fraction_b(fake["effnet", "AtoB"])
+    m["domain_success_BtoA"] = probe.fraction_a(fake["effnet", "BtoA"])
+    m["probe_floor_AtoB"] = m["baseline_domain_success_AtoB"] = probe.fraction_b(real["effnet", "A"])
+    m["probe_floor_BtoA"] = m["baseline_domain_success_BtoA"] = probe.fraction_a(real["effnet", "B"])
+    m["probe_ceiling_AtoB"] = probe.fraction_b(real["effnet", "B"])
+    m["probe_ceiling_BtoA"] = probe.fraction_a(real["effnet", "A"])
+    m["probe_accuracy_test"] = probe.accuracy(real["effnet", "A"], real["effnet", "B"])
+    m["probe_accuracy_train"] = probe.accuracy(probe_a, probe_b)
+
+    if scorer is not None:
+        m["synthetic_domain_success_AtoB"] = _fraction(pass_a.synth_fake, positive=True)
+        m["baseline_synthetic_domain_success_AtoB"] = _fraction(pass_a.synth_real, positive=True)
+        m["synthetic_domain_success_BtoA"] = _fraction(pass_b.synth_fake, positive=False)
+        m["baseline_synthetic_domain_success_BtoA"] = _fraction(pass_b.synth_real, positive=False)
+
+    m["n_test_A"], m["n_test_B"] = len(paths_a), len(paths_b)
+    m["n_probe_train_A"], m["n_probe_train_B"] = len(train_a), len(train_b)
+    m["image_size"] = size
+    m["test_manifest_sha256"], hash_source = test_split_hash(data)
+    timer.add("statistics", t)
+
+    for key, value in m.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UserError(f"metrics: {key} is {value} (degenerate test set or features?)")
+    missing = [k for k in GATE_KEYS if k not in m]
+    assert not missing, f"gate metrics missing: {missing}"
+    unknown = [k for k in m if k.removeprefix("baseline_") not in METRICS]
+    assert not unknown, f"undocumented metric names: {unknown}"
+
+    ordered = {k: m[k] for name in METRICS for k in (name, f"baseline_{name}") if k in m}
+    grids = {"AtoB": pass_a.grid, "BtoA": pass_b.grid}
+    timer.seconds["total"] = time.perf_counter() - start
+    info = {
+        "checkpoint_sha256": file_sha256(checkpoint),
+        "test_manifest_sha256": m["test_manifest_sha256"],
+        "test_hash_source": hash_source,
+        "data_source": source_kind(manifest),
+        "image_size": size,
+        "features": ecfg.features,
+        "standard_fid": incep_path is not None,
+        "generator": f"{model_cfg.model.netG}, ngf {model_cfg.model.ngf}, norm {model_cfg.model.norm}",
+        "device": str(device),
+        "evaluate_config": cfg.to_dict()["evaluate"],
+        "timings_s": {k: round(v, 3) for k, v in timer.seconds.items()},
+    }
+    return ordered, grids, info
+
+
+def write_outputs(out: Path, metrics: dict, grids: dict, info: dict, train_log: Path | None) -> None:
+    """Everything into the (temporary) folder ``out``."""
+    from ..data.transforms import save_image
+    from .report import grid_tensor, loss_charts, png_bytes, read_train_log, render_html, write_plots
+
+    (out / "grids").mkdir(parents=True, exist_ok=True)
+    pngs = {}
+    for direction, columns in grids.items():
+        image = grid_tensor(columns)
+        save_image(image, out / "grids" / f"{direction}.png")
+        pngs[direction] = png_bytes(image)
+    log = read_train_log(train_log)
+    write_plots(out / "plots", metrics, log)
+    (out / "report").mkdir(parents=True, exist_ok=True)
+    shown = {k: info[k] for k in ("checkpoint", "checkpoint_sha256", "data", "test_manifest_sha256",
+                                  "data_source", "image_size", "generator", "features", "train_log") if k in info}
+    (out / "report" / "index.html").write_text(render_html(metrics, pngs, loss_charts(log), shown), encoding="utf-8")
+    (out / "eval_info.json").write_text(json.dumps(info, indent=2) + "\n")
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+
+
+def default_train_log(checkpoint: str) -> str:
+    """The trainer's log beside the checkpoint's run folder: <ckpt>/../../train_log.csv."""
+    from .. import storage
+
+    if storage.is_s3(checkpoint):
+        bucket, key = storage.split_s3(checkpoint)
+        parts = key.split("/")
+        return f"s3://{bucket}/" + "/".join(parts[:-2] + ["train_log.csv"])
+    return str(Path(checkpoint).expanduser().parent.parent / "train_log.csv")
+
+
+def evaluate(cfg: Config, data: str, checkpoint: str, out: str, train_log: str | None = None,
+             device: str | None = None, progress: bool = True) -> dict:
+    """Evaluate ``checkpoint`` on ``data`` (local or s3://) into ``out``; returns a summary."""
+    import contextlib
+
+    from .. import storage
+
+    if not storage.is_s3(checkpoint) and not Path(checkpoint).expanduser().is_file():
+        raise UserError(f"{checkpoint}: checkpoint not found")
+    if not storage.is_s3(data) and not Path(data).expanduser().is_dir():
+        raise UserError(f"{data}: data folder not found")
+    explicit_log = train_log is not None
+    train_log = train_log or default_train_log(checkpoint)
+    if explicit_log and not storage.exists(train_log):
+        raise UserError(f"{train_log}: training log not found")
+    device_ = resolve_device(device or cfg.evaluate.device)
+    with contextlib.ExitStack() as stack:
+        local_data = stack.enter_context(storage.local_input(data))
+        local_ckpt = stack.enter_context(storage.local_input(checkpoint))
+        local_log = stack.enter_context(storage.local_input(train_log)) if storage.exists(train_log) else None
+        metrics, grids, info = compute(cfg, local_data, local_ckpt, device_, progress)
+        info = {"checkpoint": str(checkpoint), "data": str(data),
+                "train_log": str(train_log) if local_log else "", **info}
+        with storage.local_output(out) as tmp:
+            write_outputs(tmp, metrics, grids, info, local_log)
+    return {"out": str(out), "metrics": metrics, "timings_s": info["timings_s"]}

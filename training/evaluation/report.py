@@ -1,0 +1,217 @@
+"""What people look at: picture grids, a self-contained HTML report, DVC plot files.
+
+The report is one ``index.html`` with no external resource: the grids are inline
+``data:`` PNGs and the loss curves inline SVG, so it opens offline, from S3, or as an
+MLflow artifact alike.
+"""
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import json
+import math
+from pathlib import Path
+
+import torch
+
+from .names import METRICS
+
+LOSS_GROUPS = {
+    "Generator losses": ["loss_G", "loss_G_A", "loss_G_B", "loss_cycle_A", "loss_cycle_B",
+                         "loss_idt_A", "loss_idt_B"],
+    "Discriminator losses": ["loss_D_A", "loss_D_B"],
+}
+PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
+
+
+# -- grids ----------------------------------------------------------------------------
+def grid_tensor(columns: list[torch.Tensor], pad: int = 2) -> torch.Tensor:
+    """Rows of images, one column per tensor (each N x C x H x W in [-1, 1]), white gaps."""
+    columns = [c.float().expand(-1, 3, -1, -1) if c.shape[1] == 1 else c.float() for c in columns]
+    n, _, h, w = columns[0].shape
+    canvas = torch.ones(3, n * (h + pad) + pad, len(columns) * (w + pad) + pad)
+    for j, column in enumerate(columns):
+        for i in range(n):
+            y, x = pad + i * (h + pad), pad + j * (w + pad)
+            canvas[:, y:y + h, x:x + w] = column[i]
+    return canvas
+
+
+def png_bytes(image: torch.Tensor) -> bytes:
+    from PIL import Image
+
+    from ..data.transforms import to_uint8
+
+    buffer = io.BytesIO()
+    Image.fromarray(to_uint8(image)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+# -- training log -----------------------------------------------------------------------
+def read_train_log(path: Path | None) -> dict[str, list[float]]:
+    """Columns of the trainer's train_log.csv as float lists; {} when there is none."""
+    if path is None or not Path(path).is_file():
+        return {}
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    columns: dict[str, list[float]] = {}
+    for row in rows:
+        for key, value in row.items():
+            try:
+                columns.setdefault(key, []).append(float(value))
+            except (TypeError, ValueError):
+                columns.setdefault(key, []).append(math.nan)
+    return columns
+
+
+def svg_chart(title: str, x: list[float], series: dict[str, list[float]], width: int = 640,
+              height: int = 280) -> str:
+    """A line chart as inline SVG: polylines, min/max ticks, a legend."""
+    left, right, top, bottom = 56, 150, 28, 32
+    finite = [v for ys in series.values() for v in ys if math.isfinite(v)]
+    if not x or not finite:
+        return ""
+    x0, x1 = min(x), max(x)
+    y0, y1 = min(finite), max(finite)
+    x1, y1 = (x1 if x1 > x0 else x0 + 1), (y1 if y1 > y0 else y0 + 1)
+    pw, ph = width - left - right, height - top - bottom
+
+    def sx(v):
+        return left + (v - x0) / (x1 - x0) * pw
+
+    def sy(v):
+        return top + (1 - (v - y0) / (y1 - y0)) * ph
+
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+             f'viewBox="0 0 {width} {height}" role="img" aria-label="{html.escape(title)}">',
+             f'<text x="{left}" y="18" font-size="14" font-weight="bold">{html.escape(title)}</text>',
+             f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#999"/>']
+    for value, anchor_y in ((y0, top + ph), (y1, top)):
+        parts.append(f'<text x="{left - 4}" y="{anchor_y + 4:.1f}" font-size="11" text-anchor="end">{value:.3g}</text>')
+    for value, anchor_x in ((x0, left), (x1, left + pw)):
+        parts.append(f'<text x="{anchor_x:.1f}" y="{top + ph + 16}" font-size="11" '
+                     f'text-anchor="middle">{value:.0f}</text>')
+    parts.append(f'<text x="{left + pw / 2:.1f}" y="{height - 4}" font-size="11" text-anchor="middle">'
+                 'iteration</text>')
+    for k, (name, ys) in enumerate(series.items()):
+        colour = PALETTE[k % len(PALETTE)]
+        points = " ".join(f"{sx(a):.1f},{sy(b):.1f}" for a, b in zip(x, ys) if math.isfinite(b))
+        parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="1.5" points="{points}">'
+                     f'<title>{html.escape(name)}</title></polyline>')
+        ly = top + 12 + 16 * k
+        parts.append(f'<line x1="{left + pw + 10}" y1="{ly - 4}" x2="{left + pw + 28}" y2="{ly - 4}" '
+                     f'stroke="{colour}" stroke-width="2"/>')
+        parts.append(f'<text x="{left + pw + 32}" y="{ly}" font-size="11">{html.escape(name)}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def loss_charts(log: dict[str, list[float]]) -> list[str]:
+    x = log.get("iteration", [])
+    charts = []
+    for title, names in LOSS_GROUPS.items():
+        series = {n: log[n] for n in names if n in log}
+        if series:
+            chart = svg_chart(title, x, series)
+            if chart:
+                charts.append(chart)
+    return charts
+
+
+# -- DVC plot files ---------------------------------------------------------------------
+def write_plots(folder: Path, metrics: dict, log: dict[str, list[float]]) -> list[Path]:
+    """plots/losses.csv (iteration + loss columns) and plots/metrics.csv, plots/metrics.json
+    (metric, checkpoint, identity) for ``dvc plots``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    loss_columns = [c for names in LOSS_GROUPS.values() for c in names if c in log]
+    if log.get("iteration") and loss_columns:
+        path = folder / "losses.csv"
+        with open(path, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["iteration", *loss_columns])
+            for i, it in enumerate(log["iteration"]):
+                writer.writerow([int(it), *[log[c][i] for c in loss_columns]])
+        written.append(path)
+    rows = [{"metric": name, "checkpoint": metrics[name], "identity": metrics.get(f"baseline_{name}")}
+            for name in METRICS if isinstance(metrics.get(name), (int, float)) and f"baseline_{name}" in metrics]
+    path = folder / "metrics.csv"
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, ["metric", "checkpoint", "identity"])
+        writer.writeheader()
+        writer.writerows(rows)
+    written.append(path)
+    (folder / "metrics.json").write_text(json.dumps(rows, indent=1))
+    written.append(folder / "metrics.json")
+    return written
+
+
+# -- HTML -------------------------------------------------------------------------------
+def _fmt(value) -> str:
+    if value is None:
+        return "&ndash;"
+    if isinstance(value, str):
+        return html.escape(value)
+    if isinstance(value, int):
+        return str(value)
+    return f"{value:.4g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.3e}"
+
+
+def metrics_table(metrics: dict) -> str:
+    rows = ['<table id="metrics"><thead><tr><th>metric</th><th>checkpoint</th><th>identity baseline</th>'
+            '<th>better</th><th>meaning</th></tr></thead><tbody>']
+    for name, (description, better) in METRICS.items():
+        if name not in metrics:
+            continue
+        cls = "num" if not isinstance(metrics[name], str) else "text"
+        rows.append(f'<tr><td><code>{name}</code></td><td class="{cls}">{_fmt(metrics[name])}</td>'
+                    f'<td class="num">{_fmt(metrics.get(f"baseline_{name}"))}</td><td>{better}</td>'
+                    f'<td>{html.escape(description)}</td></tr>')
+    rows.append("</tbody></table>")
+    return "".join(rows)
+
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
+table { border-collapse: collapse; font-size: 13px; }
+td, th { border: 1px solid #ccc; padding: 3px 8px; text-align: left; vertical-align: top; }
+td.text { word-break: break-all; font-family: monospace; font-size: 12px; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+img { image-rendering: pixelated; max-width: 100%; border: 1px solid #ddd; }
+.grids { display: flex; gap: 2em; flex-wrap: wrap; }
+code { font-size: 12px; }
+"""
+
+
+def render_html(metrics: dict, grids: dict[str, bytes], charts: list[str], info: dict) -> str:
+    """The whole report as one string; ``grids`` maps a direction to its PNG bytes."""
+    from PIL import Image
+
+    figures = []
+    for direction, data in grids.items():
+        uri = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+        with Image.open(io.BytesIO(data)) as img:
+            width = img.width * max(1, -(-360 // img.width))   # small images: integer upscale for the eye
+        figures.append(f'<figure><img id="grid-{direction}" src="{uri}" width="{width}" alt="{direction} grid">'
+                       f'<figcaption>{direction}: input | translation | reconstruction</figcaption></figure>')
+    info_rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td><code>{html.escape(str(v))}</code></td></tr>"
+                        for k, v in info.items())
+    curves = "".join(charts) or "<p>No training log was found, so there are no loss curves.</p>"
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="default-src 'none'; img-src data:; style-src 'unsafe-inline'">
+<title>CycleGAN evaluation</title><style>{STYLE}</style></head>
+<body>
+<h1>CycleGAN evaluation</h1>
+<table>{info_rows}</table>
+<h2>Translations</h2>
+<div class="grids">{''.join(figures)}</div>
+<h2>Metrics</h2>
+<p>Each figure beside the identity map (no translation) measured the same way.</p>
+{metrics_table(metrics)}
+<h2>Training losses</h2>
+{curves}
+</body></html>
+"""
