@@ -275,3 +275,20 @@ def test_cli_needs_a_file(tmp_path, cli_env):
     result = subprocess.run([*CYCLEGAN, "import", "--netG", "resnet_9blocks"], cwd=tmp_path, env=cli_env,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "give at least one generator file" in result.stderr
+
+
+def test_export_accepts_an_imported_checkpoint(tmp_path):
+    """The imported checkpoint (generators only, one direction copied) exports to verified ONNX."""
+    import json
+
+    from training.export import export
+    from training.networks import ResnetGenerator
+
+    torch.manual_seed(6)
+    pth = save(ResnetGenerator(3, 3, 4, 1).state_dict(), tmp_path / "g.pth")
+    cfg = import_config(params(), "resnet_1blocks", 4, "instance", False)
+    summary = import_generators({"AtoB": pth}, cfg, tmp_path / "imported")
+    export(summary["checkpoint"], str(tmp_path / "export"), cfg.export, progress=False)
+    report = json.loads((tmp_path / "export" / "verify.json").read_text())
+    assert {"G_AtoB.onnx", "G_BtoA.onnx"} <= {p.name for p in (tmp_path / "export").iterdir()}
+    assert len(report["models"]) == 2 and all(m["passed"] for m in report["models"].values()), report
