@@ -358,3 +358,14 @@ def test_cli_prepare_prints_a_summary(tmp_path, cli_env):
     assert "trainA/bad.jpg: " in result.stderr
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["skipped"] == 1 and summary["counts"]["trainA"] == 4
+
+
+def test_refuses_to_replace_a_folder_that_is_not_a_prepared_dataset(tmp_path):
+    precious = tmp_path / "photos"
+    write_rgb(precious / "holiday.png")
+    with pytest.raises(UserError, match="not a prepared dataset"):
+        prep.prepare(cfg(), "synthetic", str(precious), progress=False)
+    assert [p.name for p in precious.iterdir()] == ["holiday.png"]
+    (tmp_path / "empty").mkdir()
+    prep.prepare(cfg(), "synthetic", str(tmp_path / "empty"), progress=False)  # an empty folder is fine
+    prep.prepare(cfg(), "synthetic", str(tmp_path / "empty"), progress=False)  # and so is a dataset

@@ -205,7 +205,8 @@ def test_download_resumes_a_part_file_from_an_earlier_run(tmp_path, horse_zip):
 
 def test_failed_download_leaves_no_dataset(tmp_path, horse_zip):
     previous = tmp_path / "out"
-    write_rgb(previous / "trainA" / "old.png")
+    prep.prepare(cfg(), "synthetic", str(previous), progress=False)
+    before = {p: p.read_bytes() for p in previous.rglob("*") if p.is_file()}
     with DatasetServer({"datasets/horse2zebra.zip": horse_zip}) as server:
         server.cut_first = 100  # every attempt is cut
         c = cfg(base_url=server.url, cache_dir=str(tmp_path / "cache"))
@@ -215,7 +216,7 @@ def test_failed_download_leaves_no_dataset(tmp_path, horse_zip):
             prep.prepare(c, "monet2photo", str(tmp_path / "other"), progress=False)
     assert not (tmp_path / "cache" / "horse2zebra.zip").exists()
     assert not (tmp_path / "other").exists()
-    assert [p.name for p in previous.rglob("*")] == ["trainA", "old.png"]  # the earlier output is untouched
+    assert {p: p.read_bytes() for p in previous.rglob("*") if p.is_file()} == before  # untouched
 
 
 def test_corrupt_download_is_discarded(tmp_path, horse_zip):
@@ -251,6 +252,13 @@ def test_s3_source_and_s3_output(s3_env, tmp_path):
     from training.data.manifest import manifest_hash
 
     assert manifest_hash(f"s3://{bucket}/prepared/v1") == summary["test_set_hash"]
+    # A prefix that holds other data is never replaced; a prepared one is.
+    with pytest.raises(UserError, match="not a prepared dataset"):
+        prep.prepare(cfg(), "synthetic", f"s3://{bucket}/raw/horses", progress=False)
+    assert storage.exists(f"s3://{bucket}/raw/horses/A/img 0.png")
+    prep.prepare(cfg(), "synthetic", f"s3://{bucket}/prepared/v1", progress=False)
+    assert json.loads(storage.read_bytes(f"s3://{bucket}/prepared/v1/{MANIFEST}"))["source"]["kind"] == "synthetic"
+    assert not storage.exists(f"s3://{bucket}/prepared/v1/{entry['path']}")  # stale objects are gone
 
 
 def test_s3_zip_object(s3_env, tmp_path):

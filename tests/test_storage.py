@@ -137,3 +137,14 @@ def test_s3_download_refuses_unsafe_keys(s3_env, tmp_path):
     with pytest.raises(UserError, match="unsafe key"):
         storage.download_dir(f"s3://{bucket}/p", tmp_path / "dl")
     assert not (tmp_path / "evil.txt").exists() and not (tmp_path.parent / "evil.txt").exists()
+
+
+def test_s3_outputs_need_a_prefix(s3_env, tmp_path):
+    bucket = s3_env("storage-root")
+    s3_env.client.put_object(Bucket=bucket, Key="keep.txt", Body=b"x")
+    with pytest.raises(UserError, match="not the bucket root"):
+        with storage.local_output(f"s3://{bucket}"):
+            pass
+    with pytest.raises(UserError, match="not the bucket root"):
+        storage.upload_dir(tmp_path, f"s3://{bucket}/")
+    assert storage.exists(f"s3://{bucket}/keep.txt")

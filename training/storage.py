@@ -279,6 +279,8 @@ def upload_dir(local: str | os.PathLike, uri: str, marker: bool = True) -> int:
         return len(files)
     bucket, key = split_s3(uri)
     prefix = _dir_prefix(key)
+    if marker and not prefix:
+        raise UserError(f"{uri}: write outputs under a prefix (s3://{bucket}/NAME), not the bucket root")
     s3 = client()
     marker_key = prefix + MARKER
     if marker:
@@ -368,7 +370,9 @@ def local_output(uri: str | os.PathLike) -> Iterator[Path]:
     temporary folder is removed and the previous output is left untouched.
     """
     if is_s3(uri):
-        split_s3(str(uri))  # fail early on a malformed address
+        bucket, key = split_s3(str(uri))  # fail early on a malformed address or a bucket root
+        if not key.strip("/"):
+            raise UserError(f"{uri}: write outputs under a prefix (s3://{bucket}/NAME), not the bucket root")
         with tempfile.TemporaryDirectory(prefix="cyclegan-out-") as tmp:
             yield Path(tmp)
             upload_dir(tmp, str(uri))

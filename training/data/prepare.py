@@ -253,6 +253,7 @@ def prepare(cfg: PrepareConfig, source: str | None, out: str, progress: bool = T
     if not source:
         raise UserError("prepare: no source given (--source or prepare.source)")
     start = time.perf_counter()
+    _check_replaceable(out)
     with sources.open_source(source, cfg, progress) as src:
         layout, items = sources.assign(src, cfg)
         order = {"test": 0, "train": 1, "all": 1}
@@ -297,6 +298,19 @@ def prepare(cfg: PrepareConfig, source: str | None, out: str, progress: bool = T
         "warnings": warnings_,
         "seconds": round(time.perf_counter() - start, 2),
     }
+
+
+def _check_replaceable(out: str) -> None:
+    """Refuse to replace a non-empty folder or prefix that is not a prepared dataset."""
+    uri = str(out)
+    if storage.is_s3(uri):
+        occupied = storage.exists(uri)
+    else:
+        path = Path(uri).expanduser()
+        occupied = path.is_file() or (path.is_dir() and any(path.iterdir()))
+    if occupied and not storage.exists(storage.join(uri, MANIFEST)):
+        raise UserError(f"{uri}: exists and is not a prepared dataset (no {MANIFEST}); "
+                        "refusing to replace it, choose another --out or remove it")
 
 
 def _place(candidates, results, skipped, tmp: Path, staging: Path, cfg: PrepareConfig):
