@@ -52,8 +52,8 @@ def authors_state_dict(net: nn.Sequential, old_format: bool = True) -> dict[str,
     return state
 
 
-def params(_tmp_path=None):
-    """A params file: the tests profile (its model section is replaced by the import flags)."""
+def params():
+    """The tests profile's config (its model section is replaced by the import flags)."""
     return load_config(TESTS_PROFILE, required=True)
 
 
@@ -68,7 +68,8 @@ def test_imported_resnet_9blocks_equals_reference_output(reference, tmp_path, cl
     ref = reference.resnet_generator(ngf=64, n_blocks=9).eval()
     state = authors_state_dict(ref)
     assert "model.10.conv_block.1.weight" in state and "model.2.running_mean" in state
-    pth = save(state, tmp_path / "latest_net_G_A.pth")
+    pth = tmp_path / "latest_net_G_A.pth"
+    torch.save(state, pth, _use_new_zipfile_serialization=False)  # the pre-1.6 file format, as old files have
     out = tmp_path / "imported"
     result = subprocess.run([*CYCLEGAN, "import", "--pth", str(pth), "--netG", "resnet_9blocks", "--ngf", "64",
                              "--out", str(out), "--params", str(TESTS_PROFILE)],
@@ -141,7 +142,7 @@ def test_single_file_for_BtoA_is_stored_as_G_B(reference, tmp_path):
     torch.manual_seed(2)
     ref = reference.resnet_generator(ngf=8, n_blocks=2)
     pth = save(authors_state_dict(ref), tmp_path / "zebra2horse.pth")
-    cfg = import_config(params(tmp_path), "resnet_2blocks", 8, "instance", False)
+    cfg = import_config(params(), "resnet_2blocks", 8, "instance", False)
     summary = import_generators({"BtoA": pth}, cfg, tmp_path / "out")
     assert summary["imported"]["AtoB"] == {"copy_of": "BtoA"}
     G_A, G_B, _ = load_generators(summary["checkpoint"])
@@ -166,14 +167,15 @@ def test_wrong_architecture_lists_the_offending_keys(reference, tmp_path, cli_en
     assert "--netG resnet_4blocks --ngf 8" in err  # the hint
     assert not (tmp_path / "out" / "checkpoints" / "latest.pt").exists()
 
-    cfg = import_config(params(tmp_path), "resnet_4blocks", 16, "instance", False)
-    with pytest.raises(UserError, match=r"shape mismatches .*model\.1\.weight \(8, 3, 7, 7\) \(expected \(16, 3, 7, 7\)\)"):
+    cfg = import_config(params(), "resnet_4blocks", 16, "instance", False)
+    mismatch = r"shape mismatches .*model\.1\.weight \(8, 3, 7, 7\) \(expected \(16, 3, 7, 7\)\)"
+    with pytest.raises(UserError, match=mismatch):
         import_generators({"AtoB": pth}, cfg, tmp_path / "out")
 
     state = authors_state_dict(reference.resnet_generator(ngf=8, n_blocks=2))
     del state["model.10.conv_block.5.weight"]
     state["model.99.weight"] = torch.zeros(1)
-    cfg = import_config(params(tmp_path), "resnet_2blocks", 8, "instance", False)
+    cfg = import_config(params(), "resnet_2blocks", 8, "instance", False)
     with pytest.raises(UserError) as info:
         import_generators({"AtoB": save(state, tmp_path / "broken.pth")}, cfg, tmp_path / "out")
     message = str(info.value)
@@ -192,14 +194,14 @@ def test_batch_norm_running_stats_are_kept_and_norm_is_hinted(tmp_path):
             m.running_mean.normal_()
             m.running_var.uniform_(0.5, 2)
     pth = save(net.state_dict(), tmp_path / "bn.pth")
-    cfg = import_config(params(tmp_path), "resnet_2blocks", 8, "batch", False)
+    cfg = import_config(params(), "resnet_2blocks", 8, "batch", False)
     summary = import_generators({"AtoB": pth}, cfg, tmp_path / "out")
     assert summary["imported"]["AtoB"]["dropped_keys"] == 0
     G_A, _, _ = load_generators(summary["checkpoint"])
     x = torch.rand(1, 3, 16, 16)
     with torch.no_grad():
         assert torch.equal(G_A(x), net.eval()(x))
-    wrong = import_config(params(tmp_path), "resnet_2blocks", 8, "instance", False)
+    wrong = import_config(params(), "resnet_2blocks", 8, "instance", False)
     with pytest.raises(UserError, match=r"unexpected keys.*model\.2\.weight.*looks like --netG "
                                         r"resnet_2blocks --ngf 8 --norm batch"):
         import_generators({"AtoB": pth}, wrong, tmp_path / "out2")
@@ -218,7 +220,7 @@ def test_unet_files_import_with_the_authors_key_layout(tmp_path, netG, depth):
         assert key in state, key
     pth = save(state, tmp_path / f"{netG}.pth")
     assert guess_architecture(torch.load(pth)) == f"--netG {netG} --ngf 4"
-    cfg = import_config(params(tmp_path), netG, 4, "instance", False)
+    cfg = import_config(params(), netG, 4, "instance", False)
     summary = import_generators({"AtoB": pth}, cfg, tmp_path / "out")
     G_A, _, stored = load_generators(summary["checkpoint"])
     assert (stored.model.netG, stored.data.crop_size) == (netG, 2 ** depth)
@@ -227,7 +229,7 @@ def test_unet_files_import_with_the_authors_key_layout(tmp_path, netG, depth):
         assert torch.equal(G_A(x), net.eval()(x))
     other = "unet_256" if netG == "unet_128" else "unet_128"
     with pytest.raises(UserError, match=f"looks like --netG {netG} --ngf 4"):
-        import_generators({"AtoB": pth}, import_config(params(tmp_path), other, 4, "instance", False),
+        import_generators({"AtoB": pth}, import_config(params(), other, 4, "instance", False),
                           tmp_path / "out3")
 
 
@@ -237,7 +239,7 @@ def test_channel_counts_come_from_the_weights(tmp_path):
     gray_to_rgb, rgb_to_gray = ResnetGenerator(1, 3, 4, 1), ResnetGenerator(3, 1, 4, 1)
     a = save(gray_to_rgb.state_dict(), tmp_path / "a.pth")
     b = save(rgb_to_gray.state_dict(), tmp_path / "b.pth")
-    cfg = import_config(params(tmp_path), "resnet_1blocks", 4, "instance", False)
+    cfg = import_config(params(), "resnet_1blocks", 4, "instance", False)
     with pytest.raises(UserError, match="maps 1 to 3 channels.*--pth-BtoA"):
         import_generators({"AtoB": a}, cfg, tmp_path / "one")
     summary = import_generators({"AtoB": a, "BtoA": b}, cfg, tmp_path / "two")
@@ -252,7 +254,7 @@ def test_channel_counts_come_from_the_weights(tmp_path):
 def test_foreign_files_are_clear_errors(tmp_path):
     from training.networks import ResnetGenerator
 
-    cfg = import_config(params(tmp_path), "resnet_1blocks", 4, "instance", False)
+    cfg = import_config(params(), "resnet_1blocks", 4, "instance", False)
     junk = tmp_path / "junk.pth"
     junk.write_text("not a pickle")
     with pytest.raises(UserError, match="junk.pth: not a readable PyTorch state dict"):

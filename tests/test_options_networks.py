@@ -12,7 +12,7 @@ from training.config import ModelConfig, config_from_dict
 from training.errors import UserError
 from training.networks import (NLayerDiscriminator, build_discriminator, build_generator, count_parameters,
                                init_weights)
-from training.unet import PixelDiscriminator, UnetGenerator, UnetSkipConnectionBlock
+from training.unet import PixelDiscriminator, UnetSkipConnectionBlock
 
 
 def unet(netG="unet_128", ngf=4, input_nc=3, output_nc=3, **kw):
@@ -241,5 +241,6 @@ def test_model_config_init_reaches_the_networks():
     d = build_discriminator(cfg).net[2].weight.detach().flatten(1)     # 128 x 64: rows > cols
     assert torch.allclose(d.T @ d, 0.49 * torch.eye(64), atol=1e-4)
     normal = build_generator(ModelConfig(netG="unet_128", ngf=8, init_gain=0.05))
-    weights = torch.cat([m.weight.flatten() for m in normal.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))])
+    convs = [m for m in normal.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+    weights = torch.cat([m.weight.flatten() for m in convs])
     assert weights.std().item() == pytest.approx(0.05, rel=0.03)
