@@ -15,12 +15,15 @@ from .data.dataset import list_images
 from .errors import UserError
 
 SIZE_MULTIPLE = 4
+# Instance norm needs more than one value per channel at the 1/4-size bottleneck.
+MIN_SIDE = 8
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int = SIZE_MULTIPLE) -> tuple[torch.Tensor, tuple[int, int]]:
-    """Pad N x C x H x W on the bottom/right to sides divisible by ``multiple``."""
+    """Pad N x C x H x W on the bottom/right to sides divisible by ``multiple`` (and at
+    least ``MIN_SIDE``)."""
     h, w = x.shape[-2:]
-    pad_h, pad_w = (-h) % multiple, (-w) % multiple
+    pad_h, pad_w = max((-h) % multiple, MIN_SIDE - h), max((-w) % multiple, MIN_SIDE - w)
     if pad_h or pad_w:
         # reflection needs the pad to be smaller than the side; tiny images replicate instead
         mode = "reflect" if pad_h < h and pad_w < w else "replicate"
