@@ -75,7 +75,9 @@ class Trainer:
     # -- state ------------------------------------------------------------------------
     @property
     def total_epochs(self) -> int:
-        return self.cfg.train.n_epochs + self.cfg.train.n_epochs_decay
+        """The authors run epochs epoch_count .. n_epochs + n_epochs_decay (1-based)."""
+        cfg = self.cfg.train
+        return max(0, cfg.n_epochs + cfg.n_epochs_decay - cfg.epoch_count + 1)
 
     @property
     def iters_per_epoch(self) -> int:
@@ -119,6 +121,10 @@ class Trainer:
         if not path.exists():
             return False
         state = load_checkpoint(path)
+        missing = [k for k in ("optimizers", "schedulers", "pools", "rng") if k not in state]
+        if missing or set(state["models"]) != {"G_A", "G_B", "D_A", "D_B"}:
+            raise UserError(f"{path}: holds generators only (imported?), not a training state to resume; "
+                            "train into a new --out instead")
         stored = config_from_dict(state["config"], f"{path} (stored config)")
         if stored.model != self.cfg.model or stored.data.direction != self.cfg.data.direction:
             raise UserError(f"{path}: stored model config differs from the current one; "

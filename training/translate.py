@@ -23,7 +23,9 @@ def pad_to_multiple(x: torch.Tensor, multiple: int = SIZE_MULTIPLE) -> tuple[tor
     """Pad N x C x H x W on the bottom/right to sides divisible by ``multiple`` (and at
     least ``MIN_SIDE``)."""
     h, w = x.shape[-2:]
-    pad_h, pad_w = max((-h) % multiple, MIN_SIDE - h), max((-w) % multiple, MIN_SIDE - w)
+    target_h = max(h + (-h) % multiple, MIN_SIDE if multiple < MIN_SIDE else multiple)
+    target_w = max(w + (-w) % multiple, MIN_SIDE if multiple < MIN_SIDE else multiple)
+    pad_h, pad_w = target_h - h, target_w - w
     if pad_h or pad_w:
         # reflection needs the pad to be smaller than the side; tiny images replicate instead
         mode = "reflect" if pad_h < h and pad_w < w else "replicate"
@@ -33,8 +35,11 @@ def pad_to_multiple(x: torch.Tensor, multiple: int = SIZE_MULTIPLE) -> tuple[tor
 
 @torch.inference_mode()
 def translate_tensor(generator: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """N x C x H x W in [-1, 1] of any H, W -> the translation, same shape."""
-    padded, (h, w) = pad_to_multiple(x)
+    """N x C x H x W in [-1, 1] of any H, W -> the translation, same shape.
+
+    ResNet generators need sides divisible by 4; a U-Net says its own ``size_multiple``."""
+    multiple = getattr(generator, "size_multiple", SIZE_MULTIPLE)
+    padded, (h, w) = pad_to_multiple(x, multiple)
     return generator(padded)[..., :h, :w]
 
 

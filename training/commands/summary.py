@@ -8,6 +8,8 @@ def add_arguments(parser):
 
 
 def run(args):
+    import torch
+
     from ..cli import load_args_config
     from ..cyclegan import CycleGAN
     from ..networks import count_parameters, generator_macs
@@ -16,7 +18,8 @@ def run(args):
     size = args.size or cfg.data.crop_size
     model = CycleGAN(cfg, init=False)
     rows = {name: count_parameters(getattr(model, name)) for name in ("G_A", "G_B", "D_A", "D_B")}
-    macs = generator_macs(model.G_A, size, model.G_A.model[1].in_channels if hasattr(model.G_A, "model") else 3)
+    first_conv = next(m for m in model.G_A.modules() if isinstance(m, torch.nn.Conv2d))
+    macs = generator_macs(model.G_A, size, first_conv.in_channels)
     if args.json:
         print(json.dumps({"parameters": rows, "generator_macs": macs, "size": size}))
         return 0
