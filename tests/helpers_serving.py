@@ -112,18 +112,27 @@ class ServerProcess:
         return [json.loads(line) for line in self.log_path.read_text().splitlines() if line.startswith("{")]
 
 
-def register_export(export_dir: Path, tracking_uri: str, name: str = "cyclegan", alias: str = "champion") -> str:
-    """Log ``export_dir`` as a run's artifacts in a real MLflow store, register it as a model
-    version of ``name`` and point ``alias`` at it; returns the version."""
-    import mlflow
+def register_export(export_dir: Path, tracking_uri: str, artifact_root: Path, name: str = "cyclegan",
+                    alias: str = "champion") -> str:
+    """Log ``export_dir`` as a run's artifacts in a real MLflow store (artifacts under
+    ``artifact_root``), register them as a version of ``name`` and point ``alias`` at it;
+    returns the version. Uses a client, so the process-wide tracking URI is left alone."""
     from mlflow.tracking import MlflowClient
 
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_experiment("serving-tests")
-    with mlflow.start_run() as run:
-        mlflow.log_artifacts(str(export_dir), artifact_path="model/artifacts")
-    version = mlflow.register_model(f"runs:/{run.info.run_id}/model", name)
-    MlflowClient(tracking_uri).set_registered_model_alias(name, alias, version.version)
+    client = MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name("serving-tests")
+    experiment_id = experiment.experiment_id if experiment else client.create_experiment(
+        "serving-tests", artifact_location=Path(artifact_root).as_uri())
+    run = client.create_run(experiment_id)
+    # as the registry's pyfunc lays them out: the graphs sit under model/artifacts/
+    client.log_artifacts(run.info.run_id, str(export_dir), "model/artifacts")
+    client.set_terminated(run.info.run_id)
+    try:
+        client.create_registered_model(name)
+    except Exception:  # already registered by an earlier call
+        pass
+    version = client.create_model_version(name, f"{run.info.artifact_uri}/model", run_id=run.info.run_id)
+    client.set_registered_model_alias(name, alias, version.version)
     return str(version.version)
 
 
