@@ -159,3 +159,14 @@ def test_feature_cache_round_trip(tmp_path):
     assert np.array_equal(cache.get(key), value)
     assert FeatureCache("").get(key) is None               # an empty folder turns caching off
     assert not list((tmp_path / "cache").glob(".*"))        # no temporary files left behind
+
+
+def test_every_metric_name_is_documented_in_the_readme():
+    from conftest import ROOT
+    from training.evaluation.names import GATE_KEYS, METRICS, WITH_BASELINE
+
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("<!-- section: evaluate"):text.index("<!-- end: evaluate -->")]
+    missing = [name for name in METRICS if f"`{name}`" not in section]
+    assert not missing, f"README evaluate section lacks {missing}"
+    assert set(GATE_KEYS) <= set(METRICS) and set(WITH_BASELINE) <= set(METRICS)
