@@ -1,0 +1,21 @@
+"""Kubeflow Pipelines components: one lightweight ``@dsl.component`` per step.
+
+  prepare   -> Dataset                      components/prepare.py
+  train     Dataset -> Model (run folder)   components/train.py
+  evaluate  Dataset, Model -> Metrics, HTML, Artifact (evaluation folder)
+  export    Dataset, Model -> Model (ONNX folder)
+  register  Dataset, Model, Model, Artifact -> Artifact (decision.json)
+
+Lightweight Python components (not container components) because the SDK's local
+subprocess runner only runs those, and so ``cyclegan pipeline run --local`` runs the very
+same pipeline as the cluster. Each body imports ``components.runtime`` and calls one function
+that runs the same ``cyclegan`` commands as ``dvc.yaml``. ``base_image`` is only a default: the
+pipeline sets every task's image from its ``image`` parameter (``task.set_container_image``).
+``install_kfp_package=False``: the project image already has the pinned kfp, so nothing is
+installed when a task starts.
+
+Import the components from their modules (``from components.train import train``).
+"""
+DEFAULT_IMAGE = "cyclegan:train"
+# No component is imported here: a task's body imports components.runtime, and inside a task
+# the SDK's executor provides a reduced ``kfp.dsl`` in which the decorators do not exist.

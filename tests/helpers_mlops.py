@@ -49,7 +49,7 @@ def make_metrics(folder: Path, **overrides) -> Path:
     return path
 
 
-def tests_params(path: Path, **sections) -> Path:
+def write_tests_params(path: Path, **sections) -> Path:
     """params.yaml = the repo's params.yaml with the tests profile and ``sections`` on top."""
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     for extra in (yaml.safe_load(TESTS_PROFILE.read_text()), sections):
@@ -67,3 +67,41 @@ def use_mlflow_store(tmp_path: Path, monkeypatch) -> str:
     monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     monkeypatch.chdir(tmp_path)
     return uri
+
+
+def make_dvc_repo(root: Path, **params_sections) -> Path:
+    """A git + DVC repo in ``root`` holding this project's dvc.yaml, DVC config and the code the
+    stages depend on, with params.yaml = the tests profile (plus ``params_sections``)."""
+    import shutil
+    import subprocess
+
+    root.mkdir(parents=True, exist_ok=True)
+    for name in ("dvc.yaml", ".dvcignore"):
+        shutil.copy(ROOT / name, root / name)
+    shutil.copytree(ROOT / "training", root / "training", ignore=shutil.ignore_patterns("__pycache__"))
+    write_tests_params(root / "params.yaml", **params_sections)
+    (root / ".gitignore").write_text("/mlruns/\nmlflow.db\n__pycache__/\n")
+    env = dvc_env()
+    for cmd in (["git", "init", "-q"], ["git", "config", "user.email", "t@example.com"],
+                ["git", "config", "user.name", "tests"], [DVC, "init", "-q"]):
+        subprocess.run(cmd, cwd=root, check=True, env=env)
+    shutil.copy(ROOT / ".dvc" / "config", root / ".dvc" / "config")
+    subprocess.run(["git", "add", "-A"], cwd=root, check=True, env=env)
+    subprocess.run(["git", "commit", "-qm", "pipeline"], cwd=root, check=True, env=env)
+    return root
+
+
+DVC = str(Path(__import__("sys").executable).with_name("dvc"))
+
+
+def dvc_env(**extra) -> dict:
+    """The environment the stages need: ``cyclegan`` (this venv) on PATH, the repo importable."""
+    import os
+    import sys
+
+    env = dict(os.environ)
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env.pop("MLFLOW_TRACKING_URI", None)
+    env.update(extra)
+    return env

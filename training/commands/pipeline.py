@@ -1,11 +1,123 @@
-"""(owned by the issue that builds this command)"""
+"""Compile, run locally, submit or schedule the Kubeflow pipeline (pipeline/pipeline.py).
+
+  cyclegan pipeline compile [--output FILE]               write the pipeline YAML
+  cyclegan pipeline run --local                           run the same pipeline here (kfp.local)
+  cyclegan pipeline submit --host URL [--image IMG]       start one run on a KFP server
+  cyclegan pipeline schedule --host URL --cron "0 3 * * *"  create a recurring run
+
+The run gets one params document (--params FILE with --set overrides applied) and the named
+overrides below; cluster placement options apply at compile time.
+"""
+import json
+
+ACTIONS = ("compile", "run", "submit", "schedule")
 
 
 def add_arguments(parser):
-    pass
+    parser.add_argument("action", choices=ACTIONS, help="what to do with the pipeline")
+    run = parser.add_argument_group("run parameters")
+    run.add_argument("--image", default=None, help="project image for every task (default: components.DEFAULT_IMAGE)")
+    run.add_argument("--source", default=None, help="override prepare.source")
+    run.add_argument("--n-epochs", type=int, default=None, help="override train.n_epochs")
+    run.add_argument("--n-epochs-decay", type=int, default=None, help="override train.n_epochs_decay")
+    run.add_argument("--gpus", type=int, default=None, help="GPUs for the train task (default 1; 0 locally)")
+    run.add_argument("--checkpoint-prefix", default=None,
+                     help="s3://bucket/prefix where the train task keeps its checkpoint so a retry resumes")
+    run.add_argument("--tracking-uri", default=None, help="MLflow server for the tasks")
+    run.add_argument("--no-promote", action="store_true", help="register as challenger only; never move champion")
+    where = parser.add_argument_group("where")
+    where.add_argument("--local", action="store_true", help="with run: run here with the SDK's subprocess runner")
+    where.add_argument("--pipeline-root", default="runs/kfp", help="with run --local: where task outputs go")
+    where.add_argument("--host", default=None, help="KFP API server URL (submit, schedule)")
+    where.add_argument("--namespace", default=None, help="KFP namespace (multi-user installs)")
+    where.add_argument("--token", default=None, help="bearer token for the KFP API (default: kfp.Client's own)")
+    where.add_argument("--experiment", default="cyclegan", help="KFP experiment name")
+    where.add_argument("--run-name", default=None, help="name of the run (submit) or recurring run (schedule)")
+    where.add_argument("--cron", default=None, help='schedule: crontab, e.g. "0 3 * * *" (5 fields, or 6 with seconds)')
+    where.add_argument("--max-concurrency", type=int, default=1, help="schedule: runs allowed at once")
+    place = parser.add_argument_group("cluster placement (compile time)")
+    place.add_argument("--output", default="runs/pipeline/cyclegan.yaml", help="compile: the pipeline YAML to write")
+    place.add_argument("--gpu-node-selector", action="append", default=None, metavar="KEY=VALUE",
+                       help="node label for the train task (repeatable; default nvidia.com/gpu.present=true)")
+    place.add_argument("--gpu-toleration", default=None, metavar="KEY",
+                       help="taint key the train task tolerates (default nvidia.com/gpu; '' for none)")
+    place.add_argument("--secret", default="", help="Kubernetes Secret with AWS_* / MLFLOW_* keys for every task")
+    place.add_argument("--train-cpu", default=None, help="CPU request of the train task (default 4)")
+    place.add_argument("--train-memory", default=None, help="memory request of the train task (default 16G)")
+
+
+def _options(args):
+    from pipeline.pipeline import PipelineOptions
+
+    from ..errors import UserError
+
+    opts = PipelineOptions(credentials_secret=args.secret)
+    if args.gpu_node_selector is not None:
+        selector = {}
+        for item in args.gpu_node_selector:
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                raise UserError(f"--gpu-node-selector {item!r}: expected KEY=VALUE")
+            selector[key] = value
+        opts.gpu_node_selector = selector
+    if args.gpu_toleration is not None:
+        opts.gpu_toleration_key = args.gpu_toleration
+    if args.train_cpu:
+        opts.train_cpu = args.train_cpu
+    if args.train_memory:
+        opts.train_memory = args.train_memory
+    return opts
+
+
+def _arguments(args) -> dict:
+    """Pipeline parameters given on the command line (the rest keep their defaults)."""
+    named = {"image": args.image, "source": args.source, "n_epochs": args.n_epochs,
+             "n_epochs_decay": args.n_epochs_decay, "gpus": args.gpus, "checkpoint_prefix": args.checkpoint_prefix,
+             "tracking_uri": args.tracking_uri}
+    out = {k: v for k, v in named.items() if v is not None}
+    if args.no_promote:
+        out["promote"] = False
+    return out
 
 
 def run(args):
+    from pathlib import Path
+
     from ..errors import UserError
 
-    raise UserError("this command is not built yet")
+    from pipeline import run as runner
+    from pipeline.pipeline import compile_pipeline
+
+    # like every command: params.yaml when present, an explicit --params file must exist
+    params_path = None if args.params == "params.yaml" and not Path(args.params).exists() else args.params
+    document = runner.params_document(params_path, args.overrides)
+    if args.action == "compile":
+        out = compile_pipeline(args.output, _options(args), document)
+        print(f"wrote {out}")
+        return 0
+    if args.action == "run":
+        if not args.local:
+            raise UserError("run: add --local (or use 'submit --host URL' for a cluster)")
+        result = runner.run_local(_arguments(args), args.pipeline_root, document)
+        decisions = sorted(Path(result["pipeline_root"]).glob("*/register/decision/decision.json"),
+                           key=lambda p: p.stat().st_mtime)
+        if decisions:
+            decision = json.loads(decisions[-1].read_text())
+            print(f"pipeline finished: gate {decision['verdict']}, {decision['action']}; "
+                  f"outputs under {decisions[-1].parents[2]}")
+        return 0
+    if not args.host:
+        raise UserError(f"{args.action}: --host URL of the Kubeflow Pipelines API is required")
+    if args.action == "submit":
+        result = runner.submit(args.host, _arguments(args), params=document, options=_options(args),
+                               experiment=args.experiment, run_name=args.run_name, namespace=args.namespace,
+                               token=args.token)
+        print(f"submitted run {result['run_id']}: {result['url']}")
+        return 0
+    if not args.cron:
+        raise UserError('schedule: --cron "MIN HOUR DOM MON DOW" is required')
+    result = runner.schedule(args.host, args.cron, _arguments(args), params=document, options=_options(args),
+                             experiment=args.experiment, job_name=args.run_name, namespace=args.namespace,
+                             token=args.token, max_concurrency=args.max_concurrency)
+    print(f"recurring run {result['recurring_run_id']} ({result['cron']}) in experiment {result['experiment_id']}")
+    return 0
