@@ -1,0 +1,373 @@
+"""The HTTP app: Open Inference Protocol v2, an image endpoint, a web page, metrics.
+
+Routes
+  GET  /v2/health/live, /v2/health/ready          liveness, readiness (503 until warmed up)
+  GET  /v2                                        server metadata
+  GET  /v2/models/{name}[/versions/{v}]           model metadata (provider, registry version)
+  GET  /v2/models/{name}[/versions/{v}]/ready     model readiness
+  POST /v2/models/{name}[/versions/{v}]/infer     tensors, JSON or binary extension
+  POST /v1/translate?direction=AtoB|BtoA          PNG/JPEG/WebP of any size -> PNG, same size
+  GET  /                                          a page to try it in a browser
+  GET  /metrics                                   Prometheus
+
+Each direction is one model, ``<serve.model_name>-AtoB`` and ``-BtoA``; its tensor is
+float32 N x C x H x W in [-1, 1] (uint8 N x H x W x C for the uint8 variant) of any H and W:
+the server pads to the size multiple and crops back, as ``cyclegan translate`` does.
+
+Why not the kserve package: its model server (0.21) binds 0.0.0.0 only, and this server
+must be able to listen on loopback alone (the default); it would also pull pandas and
+psutil down a major version. The protocol is small enough to implement here.
+
+Every bad request gets a 4xx ``{"error": "..."}`` naming what is wrong, and nothing about
+it reaches the model: sizes are checked from headers (Content-Length, the image header)
+before bodies are buffered or images decoded.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import time
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+
+from training.config import ServeConfig
+
+from .batching import DynamicBatcher
+from .metrics import Metrics
+from .protocol import HEADER_LENGTH, ProtocolError, datatype, decode_inputs, decompress, encode_response, \
+    split_body, wants_binary
+from .session import GeneratorSession
+
+log = logging.getLogger("cyclegan.serving")
+STATIC = Path(__file__).parent / "static"
+FORMAT_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
+
+
+@dataclass
+class ServedModel:
+    name: str
+    direction: str
+    version: str
+    session: GeneratorSession
+    batcher: DynamicBatcher
+    parameters: dict
+
+    def metadata(self) -> dict:
+        s = self.session
+        dt = datatype(s.dtype)
+        return {
+            "name": self.name, "versions": [self.version], "platform": "onnxruntime_onnx",
+            "inputs": [{"name": s.input_name, "datatype": dt, "shape": s.input_shape()}],
+            "outputs": [{"name": s.output_name, "datatype": dt, "shape": s.output_shape()}],
+            "parameters": self.parameters,
+        }
+
+
+def model_name(base: str, direction: str) -> str:
+    return f"{base}-{direction}"
+
+
+def _content_type(value: str | None) -> str:
+    return (value or "").split(";")[0].strip().lower()
+
+
+async def read_body(request, limit: int, key: str) -> bytes:
+    """The request body, refused with 413 once it is known to exceed ``limit`` bytes:
+    from Content-Length before reading anything, else while streaming."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            declared_n = int(declared)
+        except ValueError:
+            raise ProtocolError(f"Content-Length: {declared!r} is not an integer") from None
+        if declared_n > limit:
+            raise ProtocolError(f"request body: {declared_n} bytes is more than {key} ({limit})", 413)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ProtocolError(f"request body: more than {key} ({limit}) bytes", 413)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def decode_image(data: bytes, declared_type: str, cfg: ServeConfig, channels: int) -> np.ndarray:
+    """Upload bytes -> uint8 H x W x C, refusing wrong types and oversized images before decoding."""
+    from PIL import Image, UnidentifiedImageError
+
+    accepted = ", ".join(cfg.content_types)
+    if declared_type not in cfg.content_types:
+        raise ProtocolError(f"Content-Type: {declared_type or 'none'!r} is not accepted (serve.content_types: {accepted})", 415)
+    if not data:
+        raise ProtocolError("image: the upload is empty")
+    try:
+        img = Image.open(io.BytesIO(data), formats=list(FORMAT_TYPES))  # reads the header only
+    except Image.DecompressionBombError as e:
+        raise ProtocolError(f"image: too many pixels ({e})", 413) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        raise ProtocolError(f"image: not a PNG, JPEG or WebP image (serve.content_types: {accepted})") from None
+    with img:
+        actual = FORMAT_TYPES.get(img.format, "")
+        if actual not in cfg.content_types:
+            raise ProtocolError(f"image: is {img.format}, not accepted (serve.content_types: {accepted})", 415)
+        width, height = img.size
+        if width * height > cfg.max_pixels:
+            raise ProtocolError(f"image: {width}x{height} = {width * height} pixels is more than "
+                                f"serve.max_pixels ({cfg.max_pixels})", 413)
+        try:
+            img.load()
+        except Exception as e:  # truncated or corrupt data; Pillow raises OSError, SyntaxError, ...
+            raise ProtocolError(f"image: cannot decode this {img.format} (truncated or corrupt: {e})") from None
+        from .images import image_to_uint8
+
+        return image_to_uint8(img, channels)
+
+
+def encode_png(array: np.ndarray) -> bytes:
+    from .images import uint8_to_image
+
+    buffer = io.BytesIO()
+    uint8_to_image(array).save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+def check_tensor(x: np.ndarray, model: ServedModel, cfg: ServeConfig) -> None:
+    """Shape and dtype of an infer input against the model and the limits."""
+    s = model.session
+    expected = s.input_shape()
+    if x.dtype != s.dtype:
+        raise ProtocolError(f"inputs[{s.input_name}].datatype: {datatype(x.dtype)} but {model.name} takes "
+                            f"{datatype(s.dtype)}")
+    if x.ndim != 4 or any(e != -1 and d != e for d, e in zip(x.shape, expected)):
+        raise ProtocolError(f"inputs[{s.input_name}].shape: {list(x.shape)} does not match {expected}")
+    n = x.shape[0]
+    h, w = (x.shape[2], x.shape[3]) if s.layout == "NCHW" else (x.shape[1], x.shape[2])
+    if min(n, h, w) < 1:
+        raise ProtocolError(f"inputs[{s.input_name}].shape: {list(x.shape)} has an empty dimension")
+    if n > cfg.max_batch_size:
+        raise ProtocolError(f"inputs[{s.input_name}].shape: batch {n} is more than serve.max_batch_size "
+                            f"({cfg.max_batch_size})")
+    if h * w > cfg.max_pixels:
+        raise ProtocolError(f"inputs[{s.input_name}].shape: {h}x{w} is more than serve.max_pixels ({cfg.max_pixels})", 413)
+
+
+def create_app(sessions: dict[str, GeneratorSession], cfg: ServeConfig | None = None,
+               registry: dict[str, str] | None = None):
+    """The app for ``sessions`` (direction -> loaded session). ``registry`` holds the model's
+    address and registry name/version/alias, shown in the metadata and logs."""
+    cfg = cfg or ServeConfig()
+    registry = registry or {}
+    metrics = Metrics(cfg.max_batch_size)
+    version = str(registry.get("registry_version", "1"))
+    models: dict[str, ServedModel] = {}
+    for direction, session in sessions.items():
+        name = model_name(cfg.model_name, direction)
+
+        def on_batch(size, seconds, name=name):
+            metrics.batch_size.labels(name).observe(size)
+            metrics.inference.labels(name).observe(seconds)
+
+        parameters = {"direction": direction, "provider": cfg.provider, "providers_in_use": ",".join(session.providers_in_use),
+                      "variant": cfg.variant, "max_batch_size": cfg.max_batch_size, **registry,
+                      **{k: v for k, v in session.metadata.items() if k in (
+                          "training_size", "size_multiple", "normalisation", "layout", "source_checkpoint_sha256", "netG")}}
+        models[name] = ServedModel(name, direction, version, session,
+                                   DynamicBatcher(session.run_any_size, cfg.max_batch_size,
+                                                  cfg.max_batch_delay_ms / 1000, on_batch, name), parameters)
+    page = (STATIC / "index.html").read_text()
+
+    @asynccontextmanager
+    async def lifespan(app):
+        for model in models.values():
+            model.batcher.start()
+            metrics.ready.labels(model.name).set(1)
+        app.state.ready = bool(models)
+        log.info("ready", extra={"fields": {"models": {m.name: m.parameters for m in models.values()}}})
+        yield
+        app.state.ready = False
+        for model in models.values():
+            metrics.ready.labels(model.name).set(0)
+            await model.batcher.stop()
+        log.info("stopped", extra={"fields": {"models": list(models)}})
+
+    app = FastAPI(title="CycleGAN serving", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.ready = False
+    app.state.models = models
+    app.state.metrics = metrics
+
+    def error(status: int, message: str) -> JSONResponse:
+        return JSONResponse({"error": message}, status_code=status)
+
+    @app.exception_handler(ProtocolError)
+    async def protocol_error(request, exc: ProtocolError):
+        return error(exc.status, exc.message)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request, exc: HTTPException):
+        return error(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def internal_error(request, exc: Exception):
+        log.exception("internal error", extra={"fields": {"path": request.url.path}})
+        return error(500, f"internal error: {type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}")
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request, exc: RequestValidationError):
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return error(400, f"{where}: {first.get('msg', 'invalid request')}")
+
+    @app.middleware("http")
+    async def observe(request: Request, call_next):
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            return response
+        finally:
+            elapsed = time.perf_counter() - started
+            route = getattr(request.scope.get("route"), "path", "unmatched")
+            name = request.scope.get("path_params", {}).get("name", "")
+            if route == "/v1/translate":
+                name = model_name(cfg.model_name, request.query_params.get("direction", "AtoB"))
+            label = name if name in models else ""
+            if route != "/metrics":
+                metrics.requests.labels(request.method, route, label, str(status)).inc()
+                metrics.latency.labels(request.method, route).observe(elapsed)
+            if not route.startswith(("/v2/health", "/metrics")):
+                log.info("request", extra={"fields": {
+                    "method": request.method, "path": request.url.path, "route": route, "model": label,
+                    "status": status, "ms": round(elapsed * 1000, 2),
+                    "client": request.client.host if request.client else None}})
+
+    def get_model(name: str) -> ServedModel:
+        if name not in models:
+            raise ProtocolError(f"model {name!r} not found (served: {', '.join(models) or 'none'})", 404)
+        return models[name]
+
+    def check_version(model: ServedModel, version: str | None) -> None:
+        if version is not None and version != model.version:
+            raise ProtocolError(f"model {model.name!r} has no version {version!r} (served: {model.version})", 404)
+
+    @app.get("/v2/health/live")
+    async def live():
+        return {"live": True}
+
+    @app.get("/v2/health/ready")
+    async def ready():
+        if not app.state.ready:
+            return JSONResponse({"ready": False}, status_code=503)
+        return {"ready": True}
+
+    @app.get("/v2")
+    async def server_metadata():
+        return {"name": "cyclegan-serving", "version": "1", "extensions": ["binary_tensor_data"]}
+
+    @app.get("/v2/models/{name}")
+    @app.get("/v2/models/{name}/versions/{version}")
+    async def metadata(name: str, version: str | None = None):
+        model = get_model(name)
+        check_version(model, version)
+        return model.metadata()
+
+    @app.get("/v2/models/{name}/ready")
+    @app.get("/v2/models/{name}/versions/{version}/ready")
+    async def model_ready(name: str, version: str | None = None):
+        model = get_model(name)
+        check_version(model, version)
+        ok = bool(app.state.ready)
+        return JSONResponse({"name": name, "ready": ok}, status_code=200 if ok else 503)
+
+    @app.post("/v2/models/{name}/infer")
+    @app.post("/v2/models/{name}/versions/{version}/infer")
+    async def infer(name: str, request: Request, version: str | None = None):
+        model = get_model(name)
+        check_version(model, version)
+        body = await read_body(request, cfg.max_infer_bytes, "serve.max_infer_bytes")
+
+        def parse():
+            raw = decompress(body, request.headers.get("content-encoding"), cfg.max_infer_bytes)
+            header, tail = split_body(raw, request.headers.get(HEADER_LENGTH))
+            arrays = decode_inputs(header, tail)
+            if set(arrays) != {model.session.input_name}:
+                raise ProtocolError(f"inputs: {model.name} takes exactly one tensor named "
+                                    f"{model.session.input_name!r}, got {sorted(arrays)}")
+            requested = [o.get("name") for o in header.get("outputs") or [] if isinstance(o, dict)]
+            unknown = [o for o in requested if o != model.session.output_name]
+            if unknown:
+                raise ProtocolError(f"outputs: {model.name} has no output {unknown[0]!r} "
+                                    f"(it has {model.session.output_name!r})")
+            x = arrays[model.session.input_name]
+            check_tensor(x, model, cfg)
+            return header, x
+
+        header, x = await run_in_threadpool(parse) if len(body) > 65536 else parse()
+        y = await model.batcher.submit(x)
+        output = model.session.output_name
+        binary = {output: wants_binary(header, output)}
+        rid = header.get("id") if isinstance(header.get("id"), str) else None
+        content, headers = await run_in_threadpool(encode_response, model.name, model.version, rid, {output: y}, binary)
+        return Response(content=content, headers=headers, media_type=headers["Content-Type"])
+
+    @app.post("/v1/translate")
+    async def translate(request: Request, direction: str = "AtoB"):
+        name = model_name(cfg.model_name, direction)
+        if direction not in ("AtoB", "BtoA"):
+            raise ProtocolError(f"direction: {direction!r} is not AtoB or BtoA")
+        model = get_model(name)
+        body = await read_body(request, cfg.max_upload_bytes, "serve.max_upload_bytes")
+        declared = _content_type(request.headers.get("content-type"))
+        if declared == "multipart/form-data":
+            body, declared = await _form_file(request, body, cfg)
+        image = await run_in_threadpool(decode_image, body, declared, cfg, model.session.channels_in)
+        x = model.session.to_model_input(image[None])
+        y = await model.batcher.submit(x)
+        png = await run_in_threadpool(encode_png, model.session.to_images(y)[0])
+        return Response(content=png, media_type="image/png",
+                        headers={"X-Model": model.name, "X-Model-Version": model.version})
+
+    @app.get("/", response_class=HTMLResponse)
+    async def index():
+        options = "".join(f'<option value="{m.direction}">{m.direction}</option>' for m in models.values())
+        return page.replace("{{DIRECTIONS}}", options).replace("{{MAX_BYTES}}", str(cfg.max_upload_bytes))
+
+    @app.get("/metrics")
+    async def prometheus():
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+async def _form_file(request, body: bytes, cfg: ServeConfig) -> tuple[bytes, str]:
+    """The first file part of a multipart body that was already read (within the limit)."""
+    from starlette.datastructures import UploadFile
+
+    sent = False
+
+    async def receive():
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    try:
+        form = await Request(request.scope, receive).form(max_files=1, max_fields=8, max_part_size=cfg.max_upload_bytes)
+    except Exception as e:  # malformed multipart
+        raise ProtocolError(f"multipart body: cannot parse it ({e})") from None
+    for _, value in form.multi_items():
+        if isinstance(value, UploadFile):
+            data = await value.read()
+            return data, _content_type(value.content_type)
+    raise ProtocolError("multipart body: no file part (send the image as a file field, e.g. curl -F image=@x.png)")
