@@ -92,7 +92,7 @@ def test_the_discriminator_step_adds_the_penalty_only_for_wgangp(mode):
     D = step.D_A
     real, fake = torch.rand(1, 3, 32, 32) * 2 - 1, torch.rand(1, 3, 32, 32) * 2 - 1
     step.gp_generator = torch.Generator().manual_seed(11)
-    got = step._d_loss(D, real, fake)
+    got, _ = step.discriminator_losses(real, fake, real, fake)
     plain = discriminator_loss(D(real), D(fake), mode)
     penalty = gradient_penalty(D, real, fake, 7.0, generator=torch.Generator().manual_seed(11))
     expected = plain + penalty if mode == "wgangp" else plain
