@@ -6,6 +6,11 @@ Outputs under ``out``:
   train_log.csv              one row per ``log_every`` iterations (window means of the losses)
   samples/iter_NNNNNNN.png   real A | fake B | rec A | real B | fake A | rec B
   config.json                the effective configuration
+
+Under ``torchrun --nproc_per_node N`` every process trains on its share of each epoch
+(DistributedDataParallel averages the gradients) and only rank 0 writes anything.
+Resume needs the same world size; exact, bit-for-bit resume is a single-process property
+(the other ranks' image pools restart from rank 0's).
 """
 from __future__ import annotations
 
@@ -36,6 +41,26 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def distributed_setup(device_name: str) -> tuple[int, int, str]:
+    """(rank, world_size, device) under torchrun; (0, 1, device_name) otherwise.
+
+    torchrun sets RANK, WORLD_SIZE and LOCAL_RANK; each process then drives one GPU
+    (NCCL), or the CPU with the gloo backend.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, device_name
+    import torch.distributed as dist
+
+    use_cuda = torch.cuda.is_available() and device_name in ("auto", "cuda") or device_name.startswith("cuda")
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+    return dist.get_rank(), dist.get_world_size(), f"cuda:{local_rank}" if use_cuda else "cpu"
+
+
 def configure_backends(cfg: Config, device: torch.device) -> None:
     torch.manual_seed(cfg.train.seed)
     if cfg.train.deterministic:
@@ -60,12 +85,15 @@ def sample_grid(visuals: dict[str, torch.Tensor]) -> torch.Tensor:
 class Trainer:
     def __init__(self, cfg: Config, data: str | Path, out: str | Path, device: str | None = None):
         self.cfg, self.data, self.out = cfg, Path(data), Path(out)
-        self.device = resolve_device(device or cfg.train.device)
+        self.rank, self.world_size, device = distributed_setup(device or cfg.train.device)
+        self.is_main = self.rank == 0   # only the main process logs, samples and checkpoints
+        self.device = resolve_device(device)
         configure_backends(cfg, self.device)
         self.dataset = UnalignedDataset(self.data, cfg.data, "train")
-        torch.manual_seed(cfg.train.seed)
+        torch.manual_seed(cfg.train.seed)   # the same initial weights in every process
         self.model = CycleGAN(cfg).to(self.device)
-        self.step = TrainingStep(self.model, cfg.train, self.device, seed=cfg.train.seed, norm=cfg.model.norm)
+        self.step = TrainingStep(self.model, cfg.train, self.device, seed=cfg.train.seed + 1000 * self.rank,
+                                 norm=cfg.model.norm, distributed=self.world_size > 1)
         self.sched_G = build_scheduler(self.step.opt_G, cfg.train)
         self.sched_D = build_scheduler(self.step.opt_D, cfg.train)
         self.epoch, self.epoch_iter, self.global_iter = 0, 0, 0
@@ -80,10 +108,15 @@ class Trainer:
         return max(0, cfg.n_epochs + cfg.n_epochs_decay - cfg.epoch_count + 1)
 
     @property
+    def items_per_epoch(self) -> int:
+        """Items one process sees per epoch."""
+        n, cap, batch = len(self.dataset), self.cfg.train.max_iters_per_epoch, self.cfg.train.batch_size
+        items = n if cap <= 0 else min(n, cap * batch * self.world_size)
+        return items // self.world_size
+
+    @property
     def iters_per_epoch(self) -> int:
-        n, cap = len(self.dataset), self.cfg.train.max_iters_per_epoch
-        items = n if cap <= 0 else min(n, cap * self.cfg.train.batch_size)
-        return -(-items // self.cfg.train.batch_size)
+        return -(-self.items_per_epoch // self.cfg.train.batch_size)
 
     def state_dict(self) -> dict:
         m = self.model
@@ -113,7 +146,8 @@ class Trainer:
         self.epoch, self.epoch_iter, self.global_iter = state["epoch"], state["epoch_iter"], state["global_iter"]
 
     def save(self, path: Path) -> None:
-        atomic_torch_save(self.state_dict(), path)
+        if self.is_main:
+            atomic_torch_save(self.state_dict(), path)
 
     def resume(self) -> bool:
         """Continue from checkpoints/latest.pt; False when there is none yet."""
@@ -135,7 +169,7 @@ class Trainer:
 
     def _truncate_log(self) -> None:
         """Drop log rows written after the checkpoint, so a resumed log has no duplicates."""
-        if not self.log_path.exists():
+        if not self.is_main or not self.log_path.exists():
             return
         with open(self.log_path, newline="") as f:
             rows = [r for r in csv.DictReader(f) if int(r["iteration"]) <= self.global_iter]
@@ -157,7 +191,7 @@ class Trainer:
         cfg = self.cfg
         sampler = EpochSampler(len(self.dataset.paths_A), len(self.dataset.paths_B), cfg.train.seed, self.epoch,
                                cfg.data.serial_batches, start * cfg.train.batch_size,
-                               self.iters_per_epoch * cfg.train.batch_size)
+                               self.items_per_epoch * self.world_size, self.rank, self.world_size)
         workers = cfg.data.num_workers
         return torch.utils.data.DataLoader(
             self.dataset, batch_size=cfg.train.batch_size, sampler=sampler, num_workers=workers,
@@ -170,8 +204,10 @@ class Trainer:
         from tqdm import tqdm
 
         cfg = self.cfg.train
-        self.out.mkdir(parents=True, exist_ok=True)
-        (self.out / "config.json").write_text(json.dumps(self.cfg.to_dict(), indent=2))
+        if self.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / "config.json").write_text(json.dumps(self.cfg.to_dict(), indent=2))
+        progress = progress and self.is_main
         samples = self.out / "samples"
         total_iters = self.total_epochs * self.iters_per_epoch
         bar = tqdm(total=total_iters, initial=self.global_iter, disable=not progress, unit="it",
@@ -197,7 +233,7 @@ class Trainer:
                     bar.set_postfix_str(f"ep {self.epoch + 1}/{self.total_epochs} G {last['loss_G']:.3f} "
                                         f"D_A {last['loss_D_A']:.3f} D_B {last['loss_D_B']:.3f}")
                     window, window_n, window_t = None, 0, time.perf_counter()
-                if cfg.sample_every > 0 and self.global_iter % cfg.sample_every == 0:
+                if cfg.sample_every > 0 and self.global_iter % cfg.sample_every == 0 and self.is_main:
                     self._save_sample(result.visuals, samples)
                 if cfg.save_latest_freq > 0 and self.global_iter % cfg.save_latest_freq == 0:
                     self.save(self.ckpt_dir / "latest.pt")
@@ -213,7 +249,7 @@ class Trainer:
             if self.epoch % max(cfg.save_epoch_freq, 1) == 0 or self.epoch == self.total_epochs:
                 self.save(self.ckpt_dir / f"epoch_{self.epoch}.pt")
         bar.close()
-        if cfg.sample_every > 0 and "result" in locals():
+        if cfg.sample_every > 0 and "result" in locals() and self.is_main:
             self._save_sample(result.visuals, samples)
         return {"epochs": self.epoch, "iterations": self.global_iter, **last,
                 "checkpoint": str(self.ckpt_dir / "latest.pt")}
@@ -224,7 +260,8 @@ class Trainer:
                **{f"loss_{n}": round(v, 6) for n, v in zip(LOSS_NAMES, values)},
                "lr": self.step.opt_G.param_groups[0]["lr"], "it_per_s": round(it_per_s, 3),
                "time": round(time.time(), 3)}
-        self._write_log([row])
+        if self.is_main:
+            self._write_log([row])
         return row
 
     def _save_sample(self, visuals, folder: Path) -> None:
@@ -243,4 +280,10 @@ def train(cfg: Config, data: str | Path, out: str | Path, resume: bool = False, 
     trainer = Trainer(cfg, data, out, device)
     if resume:
         trainer.resume()
-    return trainer.train(progress=progress)
+    summary = trainer.train(progress=progress)
+    if trainer.world_size > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+        dist.destroy_process_group()
+    return summary

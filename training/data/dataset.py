@@ -89,10 +89,13 @@ class EpochSampler(Sampler):
     """
 
     def __init__(self, n_A: int, n_B: int, seed: int, epoch: int, serial: bool = False, start: int = 0,
-                 limit: int = 0):
+                 limit: int = 0, rank: int = 0, world_size: int = 1):
         self.n_A, self.n_B, self.seed, self.epoch, self.serial = n_A, n_B, seed, epoch, serial
         self.length = max(n_A, n_B) if limit <= 0 else min(limit, max(n_A, n_B))
         self.start = start
+        # Under torchrun each process takes every world_size-th key of the one global order,
+        # like DistributedSampler; positions (start, len) count this process's items.
+        self.rank, self.world_size = rank, world_size
 
     def keys(self) -> list[tuple[int, int, int]]:
         n = max(self.n_A, self.n_B)
@@ -106,8 +109,13 @@ class EpochSampler(Sampler):
         return [(order[k] % self.n_A, b_indices[k], _mix(self.seed, self.epoch, k, 2))
                 for k in range(self.length)]
 
+    def local_keys(self) -> list[tuple[int, int, int]]:
+        keys = self.keys()
+        per_rank = len(keys) // self.world_size
+        return keys[self.rank::self.world_size][:per_rank]
+
     def __iter__(self):
-        return iter(self.keys()[self.start:])
+        return iter(self.local_keys()[self.start:])
 
     def __len__(self) -> int:
-        return self.length - self.start
+        return self.length // self.world_size - self.start
