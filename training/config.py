@@ -98,7 +98,7 @@ class TrainConfig:
     save_epoch_freq: int = 5           # epochs between kept epoch_<N>.pt checkpoints
     # Speed levers (see README "Fast training" for which keep the reference's numerics).
     merge_passes: bool = False         # batch independent G/D calls: same math, other fp32 sum order
-    fused_adam: bool = True            # foreach/fused Adam kernels
+    fused_adam: bool = True            # the fused Adam kernel on CUDA (CPU keeps the faster loop)
     channels_last: bool = False        # exact on GPU; on CPU only used at batch >= 2
     compile: bool = False              # torch.compile the networks
     cuda_graphs: bool = False          # torch.compile mode="reduce-overhead" (static shapes)
