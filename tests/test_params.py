@@ -79,3 +79,13 @@ def test_register_section_keys_are_all_commented():
     lines = _key_lines(PARAMS.read_text())
     missing = [k for k, line in lines.items() if k.startswith("register.") and "#" not in line]
     assert not missing, missing
+
+
+def test_readme_paper_overrides_match_the_paper_profile():
+    """The README's one-command `dvc exp run -S ...` sets exactly profiles/paper.yaml."""
+    paper = yaml.safe_load((ROOT / "profiles" / "paper.yaml").read_text())
+    expected = {f"{s}.{k}": v for s, values in paper.items() for k, v in values.items()}
+    readme = (ROOT / "README.md").read_text()
+    (line,) = [ln for ln in readme.splitlines() if ln.startswith("dvc exp run") and "resnet_9blocks" in ln]
+    pairs = dict(item.split("=", 1) for item in re.findall(r"-S (\S+)", line))
+    assert {k: yaml.safe_load(v) for k, v in pairs.items()} == expected
