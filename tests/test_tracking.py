@@ -9,21 +9,34 @@ from collections import defaultdict
 
 import pytest
 
-from conftest import ROOT, TESTS_PROFILE
+from conftest import ROOT, TESTS_PROFILE, make_images
 from helpers_mlops import GOOD_METRICS, use_mlflow_store
 from training import tracking
 from training.config import Config, load_config
 
 
-@pytest.fixture
-def train_out(tmp_path, tiny_data):
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One tests-profile training shared by this module's tests (they copy it)."""
     from training.trainer import train
 
-    (tiny_data / "manifest.json").write_text(json.dumps({"source": "tiny"}))
+    root = tmp_path_factory.mktemp("trained")
+    data = root / "data"
+    for i, (name, n) in enumerate((("trainA", 6), ("trainB", 5), ("testA", 3), ("testB", 3))):
+        make_images(data / name, n, seed=i)
+    (data / "manifest.json").write_text(json.dumps({"source": "tiny"}))
     cfg = load_config(TESTS_PROFILE, required=True)
-    out = tmp_path / "train"
-    train(cfg, tiny_data, out, progress=False)
-    return out, tiny_data, cfg
+    train(cfg, data, root / "train", progress=False)
+    return root, cfg
+
+
+@pytest.fixture
+def train_out(tmp_path, trained):
+    import shutil
+
+    root, cfg = trained
+    shutil.copytree(root, tmp_path / "copy")
+    return tmp_path / "copy" / "train", tmp_path / "copy" / "data", cfg
 
 
 def test_tracking_uri_default_and_env_override(monkeypatch):
