@@ -1,0 +1,222 @@
+"""Translation speed at 256x256, in one run: PyTorch eager vs ONNX Runtime vs the HTTP server vs int8.
+
+  (a) PyTorch eager, inference mode, default threads, batch 1
+  (b) ONNX Runtime, fp32, batch 1 (the exported model, graph optimisation on)
+  (c) the HTTP server (`cyclegan serve`, v2 binary tensors via tritonclient) under concurrent load
+  (d) ONNX Runtime, the int8 model (static QDQ quantisation), with its PSNR against fp32
+
+The generator is the paper's (resnet_9blocks, ngf 64) with the authors' random
+initialisation (N(0, 0.02)), exported and verified like `cyclegan export` does. Calibration
+and PSNR images come from ../shared/datasets/horse2zebra.zip when it is there (read in
+place, never extracted), random images otherwise.
+
+Goals: (b) >= 1.0x (a), (c) >= 0.85x (b), (d) >= 1.5x (b) at >= 30 dB.
+
+    .venv/bin/python bench/serve_speed.py [--iters 20] [--requests 40] [--concurrency 4] [--json out.json]
+"""
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+ZIP = ROOT.parent / "shared" / "datasets" / "horse2zebra.zip"
+SIZE = 256
+
+
+def summary(latencies: list[float], wall: float, images: int) -> dict:
+    q = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else latencies * 99
+    return {"images_per_s": images / wall, "p50_ms": q[49] * 1000, "p99_ms": q[98] * 1000, "n": len(latencies)}
+
+
+def timed_loop(fn, iters: int, warmup: int = 2) -> dict:
+    for _ in range(warmup):
+        fn()
+    latencies = []
+    started = time.perf_counter()
+    for _ in range(iters):
+        t = time.perf_counter()
+        fn()
+        latencies.append(time.perf_counter() - t)
+    return summary(latencies, time.perf_counter() - started, iters)
+
+
+def domain_images(split: str, count: int, seed: int) -> list[np.ndarray]:
+    """float 1 x 3 x 256 x 256 in [-1, 1]: horse2zebra images if available, else noise."""
+    from PIL import Image
+
+    if ZIP.is_file():
+        with zipfile.ZipFile(ZIP) as z:
+            names = sorted(n for n in z.namelist() if f"/{split}/" in n and n.endswith(".jpg"))[:count]
+            arrays = []
+            for name in names:
+                with z.open(name) as f:
+                    img = Image.open(f).convert("RGB").resize((SIZE, SIZE), Image.BICUBIC)
+                arrays.append(np.asarray(img, dtype=np.float32).transpose(2, 0, 1)[None] / 127.5 - 1)
+            return arrays
+    rng = np.random.default_rng(seed)
+    return [rng.random((1, 3, SIZE, SIZE), dtype=np.float32) * 2 - 1 for _ in range(count)]
+
+
+def build_models(folder: Path) -> tuple[object, dict]:
+    """The paper generator, exported + verified (fp32) and quantised (int8) into ``folder``."""
+    import torch
+
+    from training.config import ExportConfig, ModelConfig
+    from training.export import (NORMALISATION, check_model, compare_with_torch, export_onnx, finish_model,
+                                 int8_report, quantize_int8)
+    from training.networks import build_generator
+
+    torch.manual_seed(0)
+    net = build_generator(ModelConfig(netG="resnet_9blocks", ngf=64)).eval()
+    info = {}
+    for direction in ("AtoB", "BtoA"):  # the server loads both; the benchmark times AtoB
+        path = folder / f"G_{direction}.onnx"
+        started = time.perf_counter()
+        export_onnx(net, path, torch.zeros(1, 3, SIZE, SIZE), ExportConfig().opset, 4)
+        finish_model(path, {"direction": direction, "variant": "fp32", "layout": "NCHW", "dtype": "float32",
+                            "training_size": SIZE, "size_multiple": 4, "min_size": 8, "normalisation": NORMALISATION})
+        check_model(path)
+        if direction == "AtoB":
+            info["export_s"] = time.perf_counter() - started
+            info["verify"] = compare_with_torch(path, net, [(1, SIZE, SIZE), (2, 64, 64)], 3, "NCHW", 1e-4)
+    started = time.perf_counter()
+    quantize_int8(folder / "G_AtoB.onnx", folder / "G_AtoB_int8.onnx", domain_images("trainA", 32, 1))
+    info["quantize_s"] = time.perf_counter() - started
+    info["int8"] = int8_report(folder / "G_AtoB.onnx", folder / "G_AtoB_int8.onnx", domain_images("testA", 16, 2))
+    info["images"] = "horse2zebra trainA (32, calibration) / testA (16, PSNR)" if ZIP.is_file() else "random noise"
+    return net, info
+
+
+def bench_server(folder: Path, x: np.ndarray, requests: int, concurrency: int, max_batch: int) -> dict:
+    import socket
+
+    import httpx
+    import tritonclient.http as httpclient
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "CYCLEGAN_LOG_LEVEL": "WARNING"}
+    proc = subprocess.Popen([sys.executable, "-m", "training.cli", "serve", "--model", str(folder), "--port", str(port),
+                             "--set", f"serve.max_batch_size={max_batch}", "--set", "serve.variant=fp32"],
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/v2/health/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the server did not become ready")
+            time.sleep(0.5)
+
+        # tritonclient's own transport is gevent-based and not thread-safe, so the body is
+        # built and the answer parsed by tritonclient, and threads send them with httpx.
+        tensor = httpclient.InferInput("input", list(x.shape), "FP32")
+        tensor.set_data_from_numpy(x, binary_data=True)
+        body, json_size = httpclient.InferenceServerClient.generate_request_body([tensor])
+        headers = {"Inference-Header-Content-Length": str(json_size), "Content-Type": "application/octet-stream"}
+        url = f"http://127.0.0.1:{port}/v2/models/cyclegan-AtoB/infer"
+        clients = [httpx.Client(timeout=300) for _ in range(concurrency)]
+
+        def one(i: int) -> float:
+            t = time.perf_counter()
+            response = clients[i % concurrency].post(url, content=body, headers=headers)
+            elapsed = time.perf_counter() - t
+            response.raise_for_status()
+            result = httpclient.InferenceServerClient.parse_response_body(
+                response.content, header_length=int(response.headers["Inference-Header-Content-Length"]))
+            assert result.as_numpy("output").shape == x.shape
+            return elapsed
+
+        for i in range(concurrency):  # warm the connections and the batch shapes
+            one(i)
+        started = time.perf_counter()
+        with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
+            latencies = list(pool.map(one, range(requests)))
+        result = summary(latencies, time.perf_counter() - started, requests)
+        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+        total = sum(float(line.split()[-1]) for line in metrics.splitlines() if line.startswith("cyclegan_batch_size_sum"))
+        count = sum(float(line.split()[-1]) for line in metrics.splitlines() if line.startswith("cyclegan_batch_size_count"))
+        result["mean_batch"] = total / count if count else 0.0
+        return result
+    finally:
+        proc.terminate()
+        proc.wait(60)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--iters", type=int, default=20, help="timed single-image calls for (a), (b), (d)")
+    parser.add_argument("--requests", type=int, default=40, help="HTTP requests for (c)")
+    parser.add_argument("--concurrency", type=int, default=4, help="concurrent HTTP clients for (c)")
+    parser.add_argument("--max-batch", type=int, default=4, help="serve.max_batch_size for (c)")
+    parser.add_argument("--json", default=None, help="also write the figures here")
+    args = parser.parse_args()
+
+    import onnxruntime as ort
+    import torch
+
+    from serving.session import load_session
+
+    with tempfile.TemporaryDirectory(prefix="serve-speed-") as tmp:
+        folder = Path(tmp)
+        net, info = build_models(folder)
+        x = domain_images("testA", 1, 3)[0]
+        xt = torch.from_numpy(x)
+        results = {}
+        with torch.inference_mode():
+            results["a_pytorch_eager"] = timed_loop(lambda: net(xt), args.iters)
+        fp32 = load_session(folder / "G_AtoB.onnx")
+        results["b_ort_fp32"] = timed_loop(lambda: fp32.run(x), args.iters)
+        int8 = load_session(folder / "G_AtoB_int8.onnx")
+        results["d_ort_int8"] = timed_loop(lambda: int8.run(x), args.iters)
+        del fp32, int8  # free the cores' caches for the server process
+        results["c_http_server"] = bench_server(folder, x, args.requests, args.concurrency, args.max_batch)
+
+    a, b, c, d = (results[k]["images_per_s"] for k in ("a_pytorch_eager", "b_ort_fp32", "c_http_server", "d_ort_int8"))
+    report = {
+        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+                    "torch_threads": torch.get_num_threads(), "onnxruntime": ort.__version__, "torch": torch.__version__,
+                    "loadavg_1m": os.getloadavg()[0]},
+        "size": SIZE, "model": "resnet_9blocks ngf 64 (random init)", **info, "results": results,
+        "ratios": {"b_over_a": b / a, "c_over_b": c / b, "d_over_b": d / b},
+        "goals": {"b_over_a": 1.0, "c_over_b": 0.85, "d_over_b": 1.5, "int8_psnr_db": 30.0},
+        "settings": vars(args),
+    }
+    print(f"\n256x256, resnet_9blocks ngf 64, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
+    print(f"export {info['export_s']:.1f} s, verify max abs diff {info['verify']['max_abs_diff']:.2g}, "
+          f"quantise {info['quantize_s']:.1f} s, int8 PSNR {info['int8']['psnr_db_mean']:.2f} dB "
+          f"(min {info['int8']['psnr_db_min']:.2f}) on {info['images']}")
+    print("| mode | images/s | p50 ms | p99 ms | vs (b) | goal |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    rows = [("(a) PyTorch eager", "a_pytorch_eager", a / b, "(b) >= 1.0x (a)"),
+            ("(b) ORT fp32", "b_ort_fp32", 1.0, f"{b / a:.2f}x (a)"),
+            (f"(c) HTTP server, {args.concurrency} clients", "c_http_server", c / b, ">= 0.85x (b)"),
+            ("(d) ORT int8", "d_ort_int8", d / b, ">= 1.5x (b), >= 30 dB")]
+    for label, key, ratio, goal in rows:
+        r = results[key]
+        print(f"| {label} | {r['images_per_s']:.2f} | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} | {ratio:.2f}x | {goal} |")
+    print(f"(c) mean batch size at the server: {results['c_http_server']['mean_batch']:.2f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
