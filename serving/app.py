@@ -178,7 +178,8 @@ def create_app(sessions: dict[str, GeneratorSession], cfg: ServeConfig | None = 
         parameters = {"direction": direction, "provider": cfg.provider, "providers_in_use": ",".join(session.providers_in_use),
                       "variant": cfg.variant, "max_batch_size": cfg.max_batch_size, **registry,
                       **{k: v for k, v in session.metadata.items() if k in (
-                          "training_size", "size_multiple", "normalisation", "layout", "source_checkpoint_sha256", "netG")}}
+                          "training_size", "size_multiple", "min_size", "normalisation", "layout", "source_checkpoint_sha256",
+                          "netG")}}
         models[name] = ServedModel(name, direction, version, session,
                                    DynamicBatcher(session.run_any_size, cfg.max_batch_size,
                                                   cfg.max_batch_delay_ms / 1000, on_batch, name), parameters)
