@@ -263,9 +263,12 @@ def create_app(sessions: dict[str, GeneratorSession], cfg: ServeConfig | None = 
     async def live():
         return {"live": True}
 
+    def all_ready() -> bool:
+        return bool(app.state.ready) and all(m.batcher.running for m in models.values())
+
     @app.get("/v2/health/ready")
     async def ready():
-        if not app.state.ready:
+        if not all_ready():
             return JSONResponse({"ready": False}, status_code=503)
         return {"ready": True}
 
@@ -285,7 +288,7 @@ def create_app(sessions: dict[str, GeneratorSession], cfg: ServeConfig | None = 
     async def model_ready(name: str, version: str | None = None):
         model = get_model(name)
         check_version(model, version)
-        ok = bool(app.state.ready)
+        ok = bool(app.state.ready) and model.batcher.running
         return JSONResponse({"name": name, "ready": ok}, status_code=200 if ok else 503)
 
     @app.post("/v2/models/{name}/infer")

@@ -21,7 +21,7 @@ import numpy as np
 log = logging.getLogger("cyclegan.serving")
 
 
-@dataclass
+@dataclass(eq=False)  # compared by identity: pending.remove() must not compare arrays
 class _Item:
     x: np.ndarray
     future: asyncio.Future
@@ -39,6 +39,15 @@ class DynamicBatcher:
     def start(self) -> None:
         self._queue = asyncio.Queue()
         self._task = asyncio.get_running_loop().create_task(self._worker(), name=f"batcher-{self.name}")
+        self._task.add_done_callback(self._died)
+
+    def _died(self, task: asyncio.Task) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("batcher stopped by an error", exc_info=task.exception(), extra={"fields": {"model": self.name}})
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
 
     async def stop(self) -> None:
         """Finish every queued request, then stop the worker."""
@@ -51,7 +60,7 @@ class DynamicBatcher:
 
     async def submit(self, x: np.ndarray) -> np.ndarray:
         """Run ``x`` (N x ...) as part of a batch; returns its N output rows."""
-        if self._task is None or self._task.done():
+        if not self.running:
             raise RuntimeError(f"batcher {self.name} is not running")
         future = asyncio.get_running_loop().create_future()
         await self._queue.put(_Item(x, future))

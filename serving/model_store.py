@@ -12,9 +12,11 @@ The tracking/registry URI is MLflow's usual one (``MLFLOW_TRACKING_URI``), else
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import re
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,7 +107,10 @@ def resolve_registry(uri: str, variant: str = "fp32", tracking_uri: str | None =
         mv = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version)
     except MlflowException as e:
         raise UserError(f"{uri}: not found in the MLflow registry at {tracking_uri} ({e.message.splitlines()[0][:200]})") from None
-    dst = Path(dst) if dst else Path(tempfile.mkdtemp(prefix=f"cyclegan-{name}-v{mv.version}-"))
+    if dst is None:  # a private download, removed when the process ends
+        dst = Path(tempfile.mkdtemp(prefix=f"cyclegan-{name}-v{mv.version}-"))
+        atexit.register(shutil.rmtree, dst, ignore_errors=True)
+    dst = Path(dst)
     dst.mkdir(parents=True, exist_ok=True)
     try:
         # The version's own storage location, fetched with our client: mlflow 3.17's models:/

@@ -126,9 +126,32 @@ def test_uint8_and_int8_variants(exported, tmp_path, capsys):
     image = image_to_uint8(Image.open(data / "testA" / "img_000.png"))[None, :32, :32]
     uint8 = ort.InferenceSession(str(out / "G_AtoB_uint8.onnx"), providers=["CPUExecutionProvider"])
     got = uint8.run(None, {"input": image})[0]
+    for value in (uint8.get_inputs()[0], uint8.get_outputs()[0]):
+        assert value.shape == ["batch", "height", "width", 3] and value.type == "tensor(uint8)"
     assert got.dtype == np.uint8 and got.shape == image.shape
     expected = load_session(out / "G_AtoB.onnx").translate(image)
     assert np.abs(got.astype(int) - expected.astype(int)).max() <= 1
+    # the uint8 variant served: UINT8 NHWC tensors over the protocol, PNG in and out
+    from starlette.testclient import TestClient
+
+    from serving.app import create_app
+    from serving.model_store import resolve_model
+    from training.config import ServeConfig
+
+    files = resolve_model(out, variant="uint8").files
+    assert files == {"AtoB": out / "G_AtoB_uint8.onnx", "BtoA": out / "G_BtoA_uint8.onnx"}
+    odd = image_to_uint8(Image.open(data / "testA" / "img_001.png"))[None, :30, :22]
+    with TestClient(create_app({"AtoB": load_session(files["AtoB"])}, ServeConfig(variant="uint8"))) as client:
+        meta = client.get("/v2/models/cyclegan-AtoB").json()
+        assert meta["inputs"] == [{"name": "input", "datatype": "UINT8", "shape": [-1, -1, -1, 3]}]
+        response = client.post("/v2/models/cyclegan-AtoB/infer", json={"inputs": [
+            {"name": "input", "shape": [1, 30, 22, 3], "datatype": "UINT8", "data": odd.ravel().tolist()}]})
+        assert response.status_code == 200, response.text
+        y = np.array(response.json()["outputs"][0]["data"], dtype=np.uint8).reshape(odd.shape)
+        assert np.abs(y.astype(int) - load_session(out / "G_AtoB.onnx").translate(odd).astype(int)).max() <= 1
+        wrong = client.post("/v2/models/cyclegan-AtoB/infer", json={"inputs": [
+            {"name": "input", "shape": [1, 3, 8, 8], "datatype": "FP32", "data": [0.0] * 192}]})
+        assert wrong.status_code == 400 and "UINT8" in wrong.json()["error"]
     # the int8 model is a real quantised graph
     import onnx
 

@@ -126,6 +126,28 @@ def test_resolve_model_records_registry_fields(exported, registry, tmp_path):
             resolve_model(bad, tracking_uri=uri, dst=tmp_path / "x")
 
 
+def test_server_metadata_shows_the_registry_version(registry, tmp_path):
+    """`cyclegan serve --model models:/cyclegan@champion`: name, version and alias in the metadata."""
+    from starlette.testclient import TestClient
+
+    from serving.server import load_app
+    from training.config import ServeConfig
+
+    uri, version = registry
+    app, info = load_app("models:/cyclegan@champion", ServeConfig(), uri)
+    assert (info.name, info.version, info.alias) == ("cyclegan", version, "champion")
+    with TestClient(app) as client:
+        assert client.get("/v2/health/ready").status_code == 200
+        meta = client.get("/v2/models/cyclegan-BtoA").json()
+        assert meta["versions"] == [version]
+        params = meta["parameters"]
+        assert (params["registry_name"], params["registry_version"], params["registry_alias"]) == \
+            ("cyclegan", version, "champion")
+        assert params["model_uri"] == "models:/cyclegan@champion" and params["provider"] == "cpu"
+        assert client.get(f"/v2/models/cyclegan-BtoA/versions/{version}/ready").json()["ready"] is True
+        assert client.get("/v2/models/cyclegan-BtoA/versions/999/ready").status_code == 404
+
+
 def test_resolve_model_files_and_folders(exported, tmp_path):
     from serving.model_store import resolve_model
     from training.errors import UserError

@@ -349,7 +349,7 @@ def export_generators(checkpoint: str | Path, folder: str | Path, cfg: ExportCon
             export_onnx(module, path, example, cfg.opset, multiple, layout)
             finish_model(path, {**metadata, "layout": layout,
                                 "dtype": "float32" if variant == "fp32" else "uint8",
-                                "normalisation": NORMALISATION if variant == "fp32" else UINT8_NORMALISATION})
+                                "normalisation": NORMALISATION if variant == "fp32" else UINT8_NORMALISATION}, layout)
             opset = check_model(path)
             # uint8 outputs may differ by one level where a value sits on a rounding edge
             tolerance = cfg.tolerance if variant == "fp32" else 1.0
