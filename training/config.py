@@ -398,3 +398,6 @@ def _validate_export_serve(cfg: Config) -> None:
     for key in ("threads", "max_batch_delay_ms", "graceful_timeout_s"):
         if getattr(cfg.serve, key) < 0:
             raise UserError(f"serve.{key}: must not be negative")
+    unknown = sorted(set(cfg.serve.content_types) - {"image/png", "image/jpeg", "image/webp"})
+    if unknown or not cfg.serve.content_types:
+        raise UserError(f"serve.content_types: {unknown or 'empty'} (the server decodes image/png, image/jpeg, image/webp)")
