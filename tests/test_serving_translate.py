@@ -79,19 +79,27 @@ def test_translate_model_matches_checkpoint_translate(exported, tmp_path):
     assert np.array_equal(_images(tmp_path / "one")["img_000.png"], _images(tmp_path / "onnx-BtoA")["img_000.png"])
 
 
-def test_translate_cli_does_not_import_torch(exported, tmp_path):
-    """The serving side works without torch: the translate path never imports it."""
+def test_translate_and_serve_without_torch(exported, tmp_path):
+    """The serve image has no torch: `cyclegan translate --model` and the server's whole path
+    (resolve, load, warm up, a /v1/translate request) run with torch made unimportable."""
     _, _, export_dir = exported
     inputs = tmp_path / "in"
     make_images(inputs, 2, seed=1)
     out = run_python(
         "import sys\n"
         "sys.modules['torch'] = None  # any import of torch now fails\n"
-        "from serving.translate import translate_model\n"
-        f"written = translate_model({str(export_dir)!r}, 'AtoB', {str(inputs)!r}, {str(tmp_path / 'out')!r}, progress=False)\n"
-        "import serving.app, serving.server, serving.model_store\n"
-        "print(len(written))\n")
-    assert out.strip() == "2"
+        "from training.cli import main\n"
+        f"assert main(['translate', '--model', {str(export_dir)!r}, '--direction', 'AtoB', '--input', {str(inputs)!r},"
+        f" '--output', {str(tmp_path / 'out')!r}, '--no-progress']) == 0\n"
+        "from starlette.testclient import TestClient\n"
+        "from serving.server import load_app\n"
+        "from training.config import ServeConfig\n"
+        f"app, _ = load_app({str(export_dir)!r}, ServeConfig())\n"
+        "with TestClient(app) as client:\n"
+        f"    r = client.post('/v1/translate', content=open({str(inputs / 'img_000.png')!r}, 'rb').read(),"
+        " headers={'Content-Type': 'image/png'})\n"
+        "    print(r.status_code, r.content[:4])\n")
+    assert "translated 2 image(s)" in out and "200 b'\\x89PNG'" in out
 
 
 def test_translate_from_registry_alias(exported, registry, tmp_path):
