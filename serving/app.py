@@ -49,6 +49,9 @@ from .session import GeneratorSession
 log = logging.getLogger("cyclegan.serving")
 STATIC = Path(__file__).parent / "static"
 FORMAT_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
+# the exported model's metadata_props repeated in the model metadata endpoint
+SHOWN_METADATA = ("training_size", "size_multiple", "min_size", "normalisation", "layout", "netG",
+                  "source_checkpoint_sha256")
 
 
 @dataclass
@@ -175,11 +178,10 @@ def create_app(sessions: dict[str, GeneratorSession], cfg: ServeConfig | None = 
             metrics.batch_size.labels(name).observe(size)
             metrics.inference.labels(name).observe(seconds)
 
-        parameters = {"direction": direction, "provider": cfg.provider, "providers_in_use": ",".join(session.providers_in_use),
-                      "variant": cfg.variant, "max_batch_size": cfg.max_batch_size, **registry,
-                      **{k: v for k, v in session.metadata.items() if k in (
-                          "training_size", "size_multiple", "min_size", "normalisation", "layout", "source_checkpoint_sha256",
-                          "netG")}}
+        exported = {k: v for k, v in session.metadata.items() if k in SHOWN_METADATA}
+        parameters = {"direction": direction, "provider": cfg.provider,
+                      "providers_in_use": ",".join(session.providers_in_use), "variant": cfg.variant,
+                      "max_batch_size": cfg.max_batch_size, **registry, **exported}
         models[name] = ServedModel(name, direction, version, session,
                                    DynamicBatcher(session.run_any_size, cfg.max_batch_size,
                                                   cfg.max_batch_delay_ms / 1000, on_batch, name), parameters)
