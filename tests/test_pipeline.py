@@ -4,6 +4,7 @@ runs here), and one local end-to-end run of the very same pipeline with the test
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -151,7 +152,8 @@ def test_local_pipeline_run_end_to_end(tmp_path, monkeypatch, cli_env, s3_env):
     uri = use_mlflow_store(tmp_path, monkeypatch)
     bucket = s3_env("kfp-checkpoints")
     params = write_tests_params(tmp_path / "params.yaml", evaluate={"cache_dir": str(tmp_path / "features")})
-    env = {**cli_env, **{k: v for k, v in __import__("os").environ.items() if k.startswith(("AWS_", "MLFLOW_"))}}
+    env = {k: v for k, v in cli_env.items() if not k.startswith("MLFLOW_")}
+    env.update({k: v for k, v in os.environ.items() if k.startswith(("AWS_", "MLFLOW_"))})
     env["MLFLOW_TRACKING_URI"] = uri
     env["CYCLEGAN_IMAGE"] = "local-venv"
     proc = subprocess.run([*CYCLEGAN, "pipeline", "run", "--local", "--params", str(params), "--pipeline-root",

@@ -70,8 +70,9 @@ def client(cfg: Config):
 
     uri = tracking_uri(cfg)
     mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(os.environ.get("MLFLOW_REGISTRY_URI") or uri)
-    return MlflowClient(tracking_uri=uri)
+    # The registry follows the tracking store unless MLFLOW_REGISTRY_URI names another one (which
+    # MLflow reads itself). Never set it here: MLflow would export it to the environment.
+    return MlflowClient(tracking_uri=uri, registry_uri=os.environ.get("MLFLOW_REGISTRY_URI") or uri)
 
 
 def experiment_id(mlc, cfg: Config) -> str:
