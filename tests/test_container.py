@@ -178,3 +178,16 @@ def test_every_named_command_exists_and_parses():
                 continue
             pytest.fail(f"{where}: `cyclegan {' '.join(argv)}` does not parse")
         assert callable(args._run), where
+
+
+def test_serve_image_needs_no_torch():
+    """The serve target has no torch: `cyclegan serve` must import and parse without it."""
+    code = ("import sys; sys.modules['torch'] = None; sys.modules['torchvision'] = None\n"
+            "from training.cli import build_parser\n"
+            "args = build_parser().parse_args(['serve', '--model', 'models:/cyclegan@champion'])\n"
+            "import serving.server, serving.session, serving.model_store\n"
+            "print('ok')")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
+    serve = _lock("requirements-serve.txt")
+    assert not any(name.startswith("torch") for name in serve)
