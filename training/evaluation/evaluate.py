@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -310,6 +311,9 @@ def compute(cfg: Config, data: Path, checkpoint: Path, device: torch.device, pro
     incep_path = inception_path(ecfg.inception_weights)
     if incep_path is not None:
         extractors["inception"] = InceptionFeatures(incep_path).to(device)
+    elif ecfg.inception_weights:   # configured but absent: say so, never download
+        print(f"warning: evaluate.inception_weights: {ecfg.inception_weights} not found; standard FID skipped",
+              file=sys.stderr)
     timer.add("load", t)
     cache = FeatureCache(ecfg.cache_dir)
 
