@@ -179,22 +179,20 @@ table { border-collapse: collapse; font-size: 13px; }
 td, th { border: 1px solid #ccc; padding: 3px 8px; text-align: left; vertical-align: top; }
 td.text { word-break: break-all; font-family: monospace; font-size: 12px; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
-img { image-rendering: pixelated; max-width: 100%; border: 1px solid #ddd; }
+img { image-rendering: pixelated; border: 1px solid #ddd; }
 .grids { display: flex; gap: 2em; flex-wrap: wrap; }
+.grids figure { flex: 1 1 360px; max-width: 520px; margin: 0; }
+.grids img { width: 100%; height: auto; }
 code { font-size: 12px; }
 """
 
 
 def render_html(metrics: dict, grids: dict[str, bytes], charts: list[str], info: dict) -> str:
     """The whole report as one string; ``grids`` maps a direction to its PNG bytes."""
-    from PIL import Image
-
     figures = []
     for direction, data in grids.items():
         uri = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
-        with Image.open(io.BytesIO(data)) as img:
-            width = img.width * max(1, -(-360 // img.width))   # small images: integer upscale for the eye
-        figures.append(f'<figure><img id="grid-{direction}" src="{uri}" width="{width}" alt="{direction} grid">'
+        figures.append(f'<figure><img id="grid-{direction}" src="{uri}" alt="{direction} grid">'
                        f'<figcaption>{direction}: input | translation | reconstruction</figcaption></figure>')
     info_rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td><code>{html.escape(str(v))}</code></td></tr>"
                         for k, v in info.items())
