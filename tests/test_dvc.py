@@ -86,6 +86,22 @@ def test_dvc_exp_run_end_to_end_with_the_tests_profile(tmp_path):
     champion = client.get_model_version_by_alias("cyclegan", "champion")
     assert champion.run_id == run_id and champion.tags["data_manifest_sha256"] == run.data.tags["data_manifest_sha256"]
 
+    # a changed model setting re-runs train, which cannot continue the old checkpoint: it starts over
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["model"]["ngf"] = 12
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    proc = subprocess.run([DVC, "repro", "--single-item", "train"], cwd=repo, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "starting over" in proc.stdout + proc.stderr and "model.ngf" in proc.stdout + proc.stderr
+    log_rows = (repo / "runs" / "train" / "train_log.csv").read_text().strip().splitlines()
+    iterations = [int(row.split(",")[1]) for row in log_rows[1:]]   # one new run's rows, no old ones
+    assert iterations == list(range(iterations[0], 31, iterations[0]))
+    import torch
+
+    state = torch.load(repo / "runs" / "train" / "checkpoints" / "latest.pt", weights_only=True)
+    assert state["config"]["model"]["ngf"] == 12 and state["global_iter"] == 30
+
 
 def test_dvc_push_and_pull_prepared_data_with_s3_remote(tmp_path, s3_env):
     """Prepared data goes to an S3 remote with a configurable endpoint URL and comes back."""

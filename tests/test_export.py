@@ -193,3 +193,25 @@ def test_export_from_and_to_s3(exported, s3_env):
     assert {"export/G_AtoB.onnx", "export/G_BtoA.onnx", "export/verify.json", "export/_SUCCESS"} <= keys
     report = json.loads(s3_env.client.get_object(Bucket=bucket, Key="export/verify.json")["Body"].read())
     assert report["checkpoint"] == f"s3://{bucket}/runs/latest.pt"
+
+
+def test_unet_generator_exports_with_dynamic_sizes(tiny_data, tmp_path):
+    """A U-Net's size multiple is its whole input (128): the export still keeps sizes dynamic."""
+    import onnx
+
+    from training.config import ExportConfig, load_config
+    from training.export import export
+    from training.trainer import Trainer
+
+    cfg = load_config(TESTS_PROFILE, ["model.netG=unet_128", "model.ngf=4", "model.norm=batch",
+                                      "data.load_size=128", "data.crop_size=128"], required=True)
+    checkpoint = tmp_path / "unet.pt"
+    Trainer(cfg, tiny_data, tmp_path / "run", "cpu").save(checkpoint)
+    export(str(checkpoint), str(tmp_path / "out"), ExportConfig(), progress=False)
+    report = json.loads((tmp_path / "out" / "verify.json").read_text())
+    entry = report["models"]["G_AtoB.onnx"]
+    assert entry["passed"]
+    assert {tuple(c["input_shape"]) for c in entry["cases"]} >= {(1, 3, 128, 128), (1, 3, 128, 256)}
+    model = onnx.load(str(tmp_path / "out" / "G_AtoB.onnx"))
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert meta["size_multiple"] == "128"

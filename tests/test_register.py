@@ -159,6 +159,26 @@ def test_version_is_one_pyfunc_with_both_graphs_signature_example_and_lineage(tm
     assert a2b.shape == x.shape
     np.testing.assert_allclose(a2b, np.tanh(0.5 * x), atol=1e-6)
     np.testing.assert_allclose(b2a, np.tanh(-0.5 * x), atol=1e-6)
+    tiny = x[:1, :, :3, :5]   # below the ResNet's smallest side (8): padded up, cropped back
+    np.testing.assert_allclose(model.predict(tiny), np.tanh(0.5 * tiny), atol=1e-6)
+
+
+@pytest.mark.parametrize("shape, multiple, min_size, padded, mode", [
+    ((6, 10), 4, 8, (8, 12), "reflect"),
+    ((3, 5), 4, 8, (8, 8), "edge"),        # a pad as large as the side: numpy would reflect twice
+    ((128, 130), 128, 128, (128, 256), "reflect"),
+])
+def test_pyfunc_padding_follows_the_serving_rule(shape, multiple, min_size, padded, mode):
+    from serving.images import pad_to_multiple
+    from training.pyfunc_model import pad_to
+
+    x = np.random.default_rng(0).random((1, 3, *shape), dtype=np.float32)
+    out = pad_to(x, multiple, min_size)
+    assert out.shape[2:] == padded
+    np.testing.assert_array_equal(out[:, :, :shape[0], :shape[1]], x)
+    np.testing.assert_array_equal(out, pad_to_multiple(x, multiple, min_size=min_size)[0])
+    np.testing.assert_array_equal(out, np.pad(x, ((0, 0), (0, 0), (0, padded[0] - shape[0]),
+                                                  (0, padded[1] - shape[1])), mode=mode))
 
 
 def test_register_cli_reports_bad_input_in_one_line(tmp_path, cli_env):

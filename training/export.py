@@ -343,7 +343,9 @@ def export_generators(checkpoint: str | Path, folder: str | Path, cfg: ExportCon
         else:
             layout = "NCHW" if variant == "fp32" else "NHWC"
             module = net if variant == "fp32" else Uint8Generator(net).eval()
-            size = shapes[0][1]
+            # torch.export specialises a dimension whose example value is 1, so the example
+            # holds at least two multiples (a U-Net's multiple is its whole input size).
+            size = max(shapes[0][1], 2 * multiple)
             example = (torch.zeros(1, c_in, size, size) if layout == "NCHW"
                        else torch.zeros(1, size, size, c_in, dtype=torch.uint8))
             export_onnx(module, path, example, cfg.opset, multiple, layout)

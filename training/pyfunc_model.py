@@ -9,8 +9,10 @@ needs MLflow, numpy and onnxruntime only: no torch, no pickled classes, no ``tra
 package. The graphs sit in the model's ``artifacts/`` folder as ``G_AtoB.onnx`` and
 ``G_BtoA.onnx``, which is also where ``cyclegan serve models:/NAME@champion`` finds them.
 
-Input: float32 NCHW images in [-1, 1], any height and width (reflect-padded to a multiple of
-4 inside, cropped back). Inference parameter ``direction``: ``AtoB`` (default) or ``BtoA``.
+Input: float32 NCHW images in [-1, 1], any height and width: padded inside to the generator's
+size multiple and minimum side (read from the graph's metadata), cropped back, by the rule of
+``serving/images.py`` (which this file cannot import). Inference parameter ``direction``:
+``AtoB`` (default) or ``BtoA``.
 """
 import warnings
 
@@ -20,7 +22,17 @@ import numpy as np
 # The signature is logged explicitly; MLflow's advice to add predict() type hints does not apply.
 warnings.filterwarnings("ignore", message=r".*Add type hints to the `predict` method.*")
 
-MULTIPLE = 4  # two stride-2 downsamplings in the ResNet generator
+
+def pad_to(x: np.ndarray, multiple: int, min_size: int) -> np.ndarray:
+    """Pad H and W at the end to a multiple of ``multiple`` and at least ``min_size``:
+    reflection, or edge replication where a pad is not smaller than its side."""
+    h, w = x.shape[2], x.shape[3]
+    pad_h = max(h + (-h) % multiple, min_size) - h
+    pad_w = max(w + (-w) % multiple, min_size) - w
+    if not (pad_h or pad_w):
+        return x
+    mode = "reflect" if pad_h < h and pad_w < w else "edge"
+    return np.pad(x, ((0, 0), (0, 0), (0, pad_h), (0, pad_w)), mode=mode)
 
 
 class CycleGANOnnx(mlflow.pyfunc.PythonModel):
@@ -32,6 +44,11 @@ class CycleGANOnnx(mlflow.pyfunc.PythonModel):
         self.sessions = {direction: ort.InferenceSession(context.artifacts[f"G_{direction}"], options,
                                                          providers=["CPUExecutionProvider"])
                          for direction in ("AtoB", "BtoA")}
+        self.shape_rules = {}
+        for direction, session in self.sessions.items():
+            meta = session.get_modelmeta().custom_metadata_map
+            multiple = int(meta.get("size_multiple", 4))
+            self.shape_rules[direction] = (multiple, int(meta.get("min_size", 2 * multiple)))
 
     def predict(self, context, model_input, params=None):
         direction = (params or {}).get("direction", "AtoB")
@@ -43,9 +60,7 @@ class CycleGANOnnx(mlflow.pyfunc.PythonModel):
         if x.ndim == 3:
             x = x[None]
         h, w = x.shape[2], x.shape[3]
-        pad_h, pad_w = -h % MULTIPLE, -w % MULTIPLE
-        if pad_h or pad_w:
-            x = np.pad(x, ((0, 0), (0, 0), (0, pad_h), (0, pad_w)), mode="reflect")
+        x = pad_to(x, *self.shape_rules[direction])
         session = self.sessions[direction]
         y = session.run(None, {session.get_inputs()[0].name: x})[0]
         return y[:, :, :h, :w]

@@ -11,12 +11,22 @@ Under ``torchrun --nproc_per_node N`` every process trains on its share of each 
 (DistributedDataParallel averages the gradients) and only rank 0 writes anything.
 Resume needs the same world size; exact, bit-for-bit resume is a single-process property
 (the other ranks' image pools restart from rank 0's).
+
+Two ways to resume (``train(resume=...)``):
+  "exact"  continue OUT's run, or fail with a one-line reason when it cannot continue.
+  "auto"   continue only when that gives what starting over would: an unfinished run with the
+           same training settings (RESUME_IGNORED aside) on the same training images. Otherwise
+           say why on stderr and start over. This is what `dvc repro` and retries want: a stage
+           re-run because its data or params changed trains anew, an interrupted one continues.
+Starting over (including a run without resume into a used OUT) first removes the previous run's
+checkpoints, samples and log, so the folder never mixes two runs.
 """
 from __future__ import annotations
 
 import csv
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -28,6 +38,11 @@ from .cyclegan import LOSS_NAMES, CycleGAN, TrainingStep
 from .data.dataset import EpochSampler, UnalignedDataset
 from .errors import UserError
 from .schedule import build_scheduler, step_scheduler
+
+# Settings that change how a run is watched, not what it computes; "auto" resumes across them.
+RESUME_IGNORED = {"data.num_workers", "train.device", "train.log_every", "train.sample_every",
+                  "train.save_latest_freq", "train.save_epoch_freq"}
+RESUME_MODES = ("exact", "auto")
 
 LOG_FIELDS = ["epoch", "iteration", *[f"loss_{n}" for n in LOSS_NAMES], "lr", "it_per_s", "time"]
 
@@ -97,10 +112,20 @@ class Trainer:
         self.sched_G = build_scheduler(self.step.opt_G, cfg.train)
         self.sched_D = build_scheduler(self.step.opt_D, cfg.train)
         self.epoch, self.epoch_iter, self.global_iter = 0, 0, 0
+        self._data_hash: str | None = None
         self.ckpt_dir = self.out / "checkpoints"
         self.log_path = self.out / "train_log.csv"
 
     # -- state ------------------------------------------------------------------------
+    @property
+    def data_hash(self) -> str:
+        """sha256 over the training images (manifest entries, or the files themselves)."""
+        if self._data_hash is None:
+            from .data.manifest import manifest_hash
+
+            self._data_hash = manifest_hash(self.data, ("trainA", "trainB"))
+        return self._data_hash
+
     @property
     def total_epochs(self) -> int:
         """The authors run epochs epoch_count .. n_epochs + n_epochs_decay (1-based)."""
@@ -123,6 +148,7 @@ class Trainer:
         return {
             "format": FORMAT,
             "config": self.cfg.to_dict(),
+            "data_hash": self.data_hash,
             "epoch": self.epoch, "epoch_iter": self.epoch_iter, "global_iter": self.global_iter,
             "models": {"G_A": m.G_A.state_dict(), "G_B": m.G_B.state_dict(),
                        "D_A": m.D_A.state_dict(), "D_B": m.D_B.state_dict()},
@@ -149,8 +175,13 @@ class Trainer:
         if self.is_main:
             atomic_torch_save(self.state_dict(), path)
 
-    def resume(self) -> bool:
-        """Continue from checkpoints/latest.pt; False when there is none yet."""
+    def resume(self, mode: str = "exact") -> bool:
+        """Continue from checkpoints/latest.pt; False when training starts over instead.
+
+        See the module docstring for the two modes.
+        """
+        if mode not in RESUME_MODES:
+            raise UserError(f"--resume: unknown mode {mode!r}; use one of {', '.join(RESUME_MODES)}")
         path = self.ckpt_dir / "latest.pt"
         if not path.exists():
             return False
@@ -160,12 +191,53 @@ class Trainer:
             raise UserError(f"{path}: holds generators only (imported?), not a training state to resume; "
                             "train into a new --out instead")
         stored = config_from_dict(state["config"], f"{path} (stored config)")
-        if stored.model != self.cfg.model or stored.data.direction != self.cfg.data.direction:
-            raise UserError(f"{path}: stored model config differs from the current one; "
-                            "resume with the same model.* and data.direction or use a new --out")
+        if mode == "exact":
+            if stored.model != self.cfg.model or stored.data.direction != self.cfg.data.direction:
+                raise UserError(f"{path}: stored model config differs from the current one; "
+                                "resume with the same model.* and data.direction, use a new --out, "
+                                "or --resume auto to start over")
+        else:
+            reasons = self._start_over_reasons(stored, state)
+            if reasons:
+                if self.is_main:
+                    print(f"cyclegan train: starting over in {self.out}: its run cannot continue "
+                          f"({'; '.join(reasons)})", file=sys.stderr, flush=True)
+                return False
         self.load_state_dict(state)
         self._truncate_log()
         return True
+
+    def _start_over_reasons(self, stored: Config, state: dict) -> list[str]:
+        """Why continuing the stored run would not equal a fresh run with the current settings."""
+        def flat(cfg: Config) -> dict:
+            d = cfg.to_dict()
+            return {f"{section}.{key}": value for section in ("data", "model", "train")
+                    for key, value in d[section].items() if f"{section}.{key}" not in RESUME_IGNORED}
+
+        old, new = flat(stored), flat(self.cfg)
+        changed = sorted(k for k in new if old.get(k) != new[k])
+        reasons = []
+        if changed:
+            shown = ", ".join(changed[:4]) + (f" and {len(changed) - 4} more" if len(changed) > 4 else "")
+            reasons.append(f"changed settings: {shown}")
+        if state.get("data_hash") != self.data_hash:
+            reasons.append("other training images")
+        if not changed and state["epoch"] >= self.total_epochs:
+            reasons.append("it has already finished")
+        return reasons
+
+    def start_over(self) -> None:
+        """Remove a previous run's checkpoints, samples and log from OUT (main process only)."""
+        if not self.is_main:
+            return
+        stale = [self.log_path, *self.ckpt_dir.glob("latest.pt"), *self.ckpt_dir.glob("epoch_*.pt"),
+                 *(self.out / "samples").glob("iter_*.png")]
+        stale = [p for p in stale if p.exists()]
+        for p in stale:
+            p.unlink()
+        if stale:
+            print(f"cyclegan train: removed {len(stale)} file(s) of the previous run in {self.out}",
+                  file=sys.stderr, flush=True)
 
     def _truncate_log(self) -> None:
         """Drop log rows written after the checkpoint, so a resumed log has no duplicates."""
@@ -274,12 +346,17 @@ class Trainer:
         os.replace(tmp, path)
 
 
-def train(cfg: Config, data: str | Path, out: str | Path, resume: bool = False, device: str | None = None,
+def train(cfg: Config, data: str | Path, out: str | Path, resume: bool | str = False, device: str | None = None,
           progress: bool = True) -> dict:
-    """Train a CycleGAN on ``data`` (trainA/trainB) into ``out``; see the module docstring."""
+    """Train a CycleGAN on ``data`` (trainA/trainB) into ``out``; see the module docstring.
+
+    ``resume``: False starts over, True or "exact" continues OUT's run exactly (or fails),
+    "auto" continues only when that equals starting over.
+    """
     trainer = Trainer(cfg, data, out, device)
-    if resume:
-        trainer.resume()
+    mode = "exact" if resume is True else resume
+    if not (mode and trainer.resume(mode)):
+        trainer.start_over()
     summary = trainer.train(progress=progress)
     if trainer.world_size > 1:
         import torch.distributed as dist
