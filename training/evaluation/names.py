@@ -1,7 +1,8 @@
 """The documented names of ``metrics.json``: the promotion gate and dashboards key on them.
 
 ``baseline_<name>`` carries the same metric for the identity map (no translation), for
-every metric below that has one. The README's evaluation section lists the same table.
+every metric below that has one. For the cycle metrics only the return leg is the identity
+map (F(G(a)) becomes G(a)): identity maps in both directions would reconstruct perfectly. The README's evaluation section lists the same table.
 """
 from __future__ import annotations
 
