@@ -21,6 +21,7 @@ def run(args):
     if args.seed is not None:
         args.overrides.append(f"train.seed={args.seed}")
     cfg = load_args_config(args)
-    summary = train(cfg, args.data, args.out, resume=args.resume or False, device=args.device, progress=not args.no_progress)
+    summary = train(cfg, args.data, args.out, resume=args.resume or False, device=args.device,
+                    progress=not args.no_progress)
     print(json.dumps(summary))
     return 0

@@ -2,7 +2,8 @@
 
 ``baseline_<name>`` carries the same metric for the identity map (no translation), for
 every metric below that has one. For the cycle metrics only the return leg is the identity
-map (F(G(a)) becomes G(a)): identity maps in both directions would reconstruct perfectly. The README's evaluation section lists the same table.
+map (F(G(a)) becomes G(a)): identity maps in both directions would reconstruct perfectly.
+The README's evaluation section lists the same table.
 """
 from __future__ import annotations
 
