@@ -355,7 +355,12 @@ def train(cfg: Config, data: str | Path, out: str | Path, resume: bool | str = F
     """
     trainer = Trainer(cfg, data, out, device)
     mode = "exact" if resume is True else resume
-    if not (mode and trainer.resume(mode)):
+    resumed = bool(mode) and trainer.resume(mode)
+    if trainer.world_size > 1:
+        import torch.distributed as dist
+
+        dist.barrier()   # every rank has read the checkpoint before rank 0 may remove it
+    if not resumed:
         trainer.start_over()
     summary = trainer.train(progress=progress)
     if trainer.world_size > 1:
