@@ -65,7 +65,7 @@ def main() -> int:
             print(proc.stdout[-3000:], proc.stderr[-3000:], file=sys.stderr)
             return 1
     wall = time.perf_counter() - total
-    print(f"\n| stage | wall s | CPU s | load avg before -> after |\n|---|---|---|---|")
+    print("\n| stage | wall s | CPU s | load avg before -> after |\n|---|---|---|---|")
     for r in rows:
         print(f"| {r['stage']} | {r['wall_s']} | {r['cpu_s']} | {r['load_before']} -> {r['load_after']} |")
     print(f"| **total** | **{wall:.0f}** | {sum(r['cpu_s'] for r in rows):.0f} | |\n")

@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 ZIP = ROOT.parent / "shared" / "datasets" / "horse2zebra.zip"
 sys.path.insert(0, str(ROOT))
 
-from training.config import Config  # noqa: E402
+from training.config import Config
 
 
 def unpack(zip_path: Path, dest: Path) -> Path:
@@ -50,7 +50,7 @@ def unpack(zip_path: Path, dest: Path) -> Path:
 
 
 def build_checkpoint(cfg: Config, data: Path, out: Path) -> Path:
-    from training.trainer import Trainer
+    from training.engine.trainer import Trainer
 
     trainer = Trainer(cfg, data, out, device=cfg.evaluate.device)
     path = out / "checkpoints" / "latest.pt"
@@ -59,7 +59,7 @@ def build_checkpoint(cfg: Config, data: Path, out: Path) -> Path:
 
 
 def time_generator_passes(checkpoint: Path, data: Path, cfg: Config, device: torch.device) -> dict:
-    from training.checkpoint import load_generators
+    from training.engine.checkpoint import load_generators
     from training.data.dataset import list_images
     from training.evaluation.evaluate import load_image
     from training.translate import translate_tensor

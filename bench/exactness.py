@@ -29,8 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT.parent / "shared" / "bench" / "reference_cyclegan.py"
 sys.path.insert(0, str(ROOT))
 
-from training.config import Config  # noqa: E402
-from training.cyclegan import CycleGAN, TrainingStep  # noqa: E402
+from training.config import Config
+from training.models.cyclegan import CycleGAN, TrainingStep
 
 TOLERANCE = 1e-5
 # lever -> (TrainConfig overrides, whether the lever claims to keep the reference's numerics)

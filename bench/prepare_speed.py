@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"skipped: {archive} not found (the benchmark needs a standard-layout zip; tests never do)")
         return 0
     from training.config import PrepareConfig
-    from training.data.prepare import prepare
+    from training.prepare.prepare import prepare
 
     print(f"# {archive.name} ({archive.stat().st_size / 1e6:.0f} MB), {args.workers} workers, "
           f"{os.cpu_count()} CPUs visible", file=sys.stderr)

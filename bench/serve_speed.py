@@ -76,9 +76,8 @@ def build_models(folder: Path) -> tuple[object, dict]:
     import torch
 
     from training.config import ExportConfig, ModelConfig
-    from training.export import (NORMALISATION, check_model, compare_with_torch, export_onnx, finish_model,
-                                 int8_report, quantize_int8)
-    from training.networks import build_generator
+    from training.export.onnx import NORMALISATION, check_model, compare_with_torch, export_onnx, finish_model, int8_report, quantize_int8
+    from training.models.registry import build_generator
 
     torch.manual_seed(0)
     net = build_generator(ModelConfig(netG="resnet_9blocks", ngf=64)).eval()

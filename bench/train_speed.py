@@ -35,8 +35,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 REFERENCE = ROOT.parent / "shared" / "bench" / "reference_cyclegan.py"
 
-from training.config import Config  # noqa: E402
-from training.cyclegan import CycleGAN, TrainingStep  # noqa: E402
+from training.config import Config
+from training.models.cyclegan import CycleGAN, TrainingStep
 
 BASE = dict(merge_passes=False, fused_adam=False, channels_last=False, compile=False, cuda_graphs=False,
             amp_bf16=False)

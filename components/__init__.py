@@ -4,12 +4,13 @@
   train     Dataset -> Model (run folder)   components/train.py
   evaluate  Dataset, Model -> Metrics, HTML, Artifact (evaluation folder)
   export    Dataset, Model -> Model (ONNX folder)
-  register  Dataset, Model, Model, Artifact -> Artifact (decision.json)
+  register  Dataset, Model, Model, Artifact -> Artifact (the gate's decision)
 
 Lightweight Python components (not container components) because the SDK's local
 subprocess runner only runs those, and so ``cyclegan pipeline run --local`` runs the very
-same pipeline as the cluster. Each body imports ``components.runtime`` and calls one function
-that runs the same ``cyclegan`` commands as ``dvc.yaml``. ``base_image`` is only a default: the
+same pipeline as the cluster. Each body imports ``components.runtime`` and calls ``run_step``,
+which runs its step's commands from the step table (``training/steps.py``), the table
+``dvc.yaml`` is generated from: DVC and Kubeflow run the same commands and resume the same way. ``base_image`` is only a default: the
 pipeline sets every task's image from its ``image`` parameter (``task.set_container_image``).
 ``install_kfp_package=False``: the project image already has the pinned kfp, so nothing is
 installed when a task starts.

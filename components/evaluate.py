@@ -8,10 +8,15 @@ from . import DEFAULT_IMAGE
 @dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
 def evaluate(params: str, data: Input[Dataset], model: Input[Model], metrics: Output[Metrics],
              report: Output[HTML], evaluation: Output[Artifact], image: str = "", tracking_uri: str = ""):
-    """cyclegan evaluate, then the evaluate part of the MLflow run."""
-    from components.runtime import evaluate_step
+    """The evaluate step of training/steps.py; the metrics and the report also as KFP artifacts."""
+    import shutil
+    from pathlib import Path
 
-    values = evaluate_step(params, data.path, model.path, evaluation.path, report.path, image=image,
-                           tracking_uri=tracking_uri)
-    for name, value in values.items():
+    from components.runtime import metrics_of, report_of, run_step
+
+    run_step("evaluate", params, {"data": data.path, "train": model.path, "eval": evaluation.path}, image=image,
+             tracking_uri=tracking_uri)
+    Path(report.path).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(report_of(evaluation.path), report.path)   # the page is self-contained
+    for name, value in metrics_of(evaluation.path).items():
         metrics.log_metric(name, value)

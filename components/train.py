@@ -1,5 +1,5 @@
 """The train step as a KFP component: Dataset -> Model (the run folder: checkpoints, log,
-samples, config.json, mlflow_run_id). Resumable from an s3:// checkpoint prefix."""
+samples, config, MLflow run id). Resumable from an object-store checkpoint prefix."""
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Model, Output
 
@@ -9,11 +9,14 @@ from . import DEFAULT_IMAGE
 @dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
 def train(params: str, data: Input[Dataset], model: Output[Model], n_epochs: int = -1, n_epochs_decay: int = -1,
           checkpoint_prefix: str = "", run_key: str = "", image: str = "", tracking_uri: str = ""):
-    """cyclegan train --resume, then the train part of the MLflow run; a retry resumes from
-    ``checkpoint_prefix``/``run_key`` (see components.runtime.CheckpointMirror)."""
-    from components.runtime import train_step
+    """The train step of training/steps.py; with ``checkpoint_prefix`` the checkpoint is mirrored
+    to ``checkpoint_prefix/run_key`` so a retry resumes (training/engine/mirror.py)."""
+    from components.runtime import run_step
+    from training.layout import TrainRun
 
-    train_step(params, data.path, model.path, n_epochs=n_epochs, n_epochs_decay=n_epochs_decay,
-               checkpoint_prefix=checkpoint_prefix, run_key=run_key, image=image, tracking_uri=tracking_uri)
+    mirror = f"{checkpoint_prefix.rstrip('/')}/{run_key or 'default'}" if checkpoint_prefix else ""
+    run_step("train", params, {"data": data.path, "train": model.path}, options={"mirror": mirror},
+             overrides={"n_epochs": n_epochs, "n_epochs_decay": n_epochs_decay}, image=image,
+             tracking_uri=tracking_uri)
     model.metadata["framework"] = "pytorch"
-    model.metadata["checkpoint"] = "checkpoints/latest.pt"
+    model.metadata["checkpoint"] = str(TrainRun("").latest)

@@ -16,12 +16,10 @@ def params_document(params_path: str | Path | None, overrides: list[str] | None 
     (a YAML document, and safe in the compiled pipeline's header)."""
     import json
 
-    from training.config import _merge, config_from_dict, parse_overrides, read_params
+    from training.config import config_from_dict, load_document
 
-    raw = read_params(params_path) if params_path is not None else {}
-    if overrides:
-        raw = _merge(raw, parse_overrides(overrides))
-    config_from_dict(raw, str(params_path or "defaults"))  # fail here, not in a pod
+    raw, source = load_document(params_path, overrides, required=params_path is not None)
+    config_from_dict(raw, source)  # fail here, not in a pod
     return json.dumps(raw)
 
 

@@ -38,7 +38,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from training.config import ServeConfig
+from .config import ServeConfig
 
 from .batching import DynamicBatcher
 from .metrics import Metrics

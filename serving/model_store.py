@@ -1,14 +1,17 @@
 """Find the exported generators behind a model address.
 
 Accepted addresses:
-  * ``path/to/G_AtoB.onnx``: one model file; its direction comes from its metadata
+  * ``path/to/model.onnx``: one model file; its direction comes from its metadata
   * ``path/to/export``: a folder written by ``cyclegan export`` (searched recursively)
   * ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION``: a registered MLflow model version;
-    its artifacts are downloaded and ``G_AtoB.onnx`` / ``G_BtoA.onnx`` are found anywhere
-    inside (the registry keeps both generators in one model version).
+    its artifacts are downloaded and both generators are found anywhere inside (the registry
+    keeps both in one model version).
 
-The tracking/registry URI is MLflow's usual one (``MLFLOW_TRACKING_URI``), else
-``register.tracking_uri`` from ``params.yaml``.
+Models are recognised by what they say about themselves: ``cyclegan export`` records each
+model's ``direction`` and ``variant`` in its ONNX metadata, so serving needs no file names.
+
+The tracking/registry URI is the one ``cyclegan serve`` passes (``MLFLOW_TRACKING_URI``,
+else ``register.tracking_uri``), else MLflow's own default.
 """
 from __future__ import annotations
 
@@ -21,15 +24,11 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from training.errors import UserError
+from .errors import ServingError
 
 DIRECTIONS = ("AtoB", "BtoA")
 VARIANTS = ("fp32", "int8", "uint8")
-
-
-def file_name(direction: str, variant: str = "fp32") -> str:
-    """The names ``cyclegan export`` writes (kept in step with ``training.export.variant_name``)."""
-    return f"G_{direction}.onnx" if variant == "fp32" else f"G_{direction}_{variant}.onnx"
+INT8_OPS = {"QLinearConv", "QuantizeLinear", "DequantizeLinear", "ConvInteger"}
 
 
 @dataclass
@@ -46,7 +45,7 @@ class ModelInfo:
     def path(self, direction: str) -> Path:
         if direction not in self.files:
             have = ", ".join(self.files) or "none"
-            raise UserError(f"{self.uri}: has no {direction} generator (found: {have})")
+            raise ServingError(f"{self.uri}: has no {direction} generator (found: {have})")
         return self.files[direction]
 
     def describe(self) -> dict[str, str]:
@@ -58,33 +57,46 @@ class ModelInfo:
         return out
 
 
-def _metadata_direction(path: Path) -> str | None:
+def describe_file(path: Path) -> tuple[str | None, str]:
+    """(direction, variant) an exported model says it is in its metadata. Models exported
+    before the variant was recorded: uint8 input means the uint8 variant, quantised
+    operators the int8 one, anything else fp32."""
     import onnx
 
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as e:
-        raise UserError(f"{path}: not a readable ONNX model ({str(e).splitlines()[0][:200]})") from None
+        raise ServingError(f"{path}: not a readable ONNX model ({str(e).splitlines()[0][:200]})") from None
     props = {p.key: p.value for p in model.metadata_props}
-    return props.get("direction")
+    variant = props.get("variant")
+    if variant is None:
+        elem = model.graph.input[0].type.tensor_type.elem_type if model.graph.input else 0
+        if elem == onnx.TensorProto.UINT8:
+            variant = "uint8"
+        elif any(node.op_type in INT8_OPS for node in model.graph.node):
+            variant = "int8"
+        else:
+            variant = "fp32"
+    return props.get("direction"), variant
 
 
 def find_models(folder: Path, variant: str = "fp32") -> dict[str, Path]:
-    """direction -> the shallowest ``G_<direction>[_variant].onnx`` under ``folder``."""
-    found = {}
-    for direction in DIRECTIONS:
-        matches = sorted(folder.rglob(file_name(direction, variant)), key=lambda p: (len(p.parts), str(p)))
-        if matches:
-            found[direction] = matches[0]
+    """direction -> the shallowest ONNX model under ``folder`` whose metadata names that
+    direction and ``variant`` (what ``cyclegan export`` records in every model it writes)."""
+    found: dict[str, Path] = {}
+    for path in sorted(folder.rglob("*.onnx"), key=lambda p: (len(p.parts), str(p))):
+        direction, kind = describe_file(path)
+        if direction in DIRECTIONS and kind == variant and direction not in found:
+            found[direction] = path
     return found
 
 
 def default_tracking_uri() -> str:
-    if os.environ.get("MLFLOW_TRACKING_URI"):
-        return os.environ["MLFLOW_TRACKING_URI"]
-    from training.config import load_config
+    """MLflow's own rule: ``MLFLOW_TRACKING_URI``, else its default store (``cyclegan serve``
+    passes ``register.tracking_uri`` from params.yaml explicitly)."""
+    import mlflow
 
-    return load_config("params.yaml").register.tracking_uri
+    return os.environ.get("MLFLOW_TRACKING_URI") or mlflow.get_tracking_uri()
 
 
 _MODELS_URI = re.compile(r"models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>[^/]+))$")
@@ -94,7 +106,7 @@ def resolve_registry(uri: str, variant: str = "fp32", tracking_uri: str | None =
                      dst: str | Path | None = None) -> ModelInfo:
     match = _MODELS_URI.match(uri)
     if not match:
-        raise UserError(f"{uri}: expected models:/NAME@ALIAS or models:/NAME/VERSION")
+        raise ServingError(f"{uri}: expected models:/NAME@ALIAS or models:/NAME/VERSION")
     import mlflow
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
@@ -106,7 +118,7 @@ def resolve_registry(uri: str, variant: str = "fp32", tracking_uri: str | None =
     try:
         mv = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version)
     except MlflowException as e:
-        raise UserError(f"{uri}: not found in the MLflow registry at {tracking_uri} ({e.message.splitlines()[0][:200]})") from None
+        raise ServingError(f"{uri}: not found in the MLflow registry at {tracking_uri} ({e.message.splitlines()[0][:200]})") from None
     if dst is None:  # a private download, removed when the process ends
         dst = Path(tempfile.mkdtemp(prefix=f"cyclegan-{name}-v{mv.version}-"))
         atexit.register(shutil.rmtree, dst, ignore_errors=True)
@@ -120,11 +132,10 @@ def resolve_registry(uri: str, variant: str = "fp32", tracking_uri: str | None =
             local = mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(dst),
                                                        tracking_uri=tracking_uri, registry_uri=registry_uri)
     except MlflowException as e:
-        raise UserError(f"{uri}: cannot download version {mv.version} ({e.message.splitlines()[0][:200]})") from None
+        raise ServingError(f"{uri}: cannot download version {mv.version} ({e.message.splitlines()[0][:200]})") from None
     files = find_models(Path(local), variant)
     if not files:
-        raise UserError(f"{uri}: version {mv.version} has no {file_name('AtoB', variant)} or "
-                        f"{file_name('BtoA', variant)} among its artifacts")
+        raise ServingError(f"{uri}: version {mv.version} has no {variant} generator among its artifacts")
     return ModelInfo(uri=uri, files=files, name=name, version=str(mv.version), alias=alias, run_id=mv.run_id)
 
 
@@ -157,23 +168,23 @@ def resolve_model(uri: str | Path, variant: str = "fp32", tracking_uri: str | No
                   dst: str | Path | None = None) -> ModelInfo:
     """An ONNX file, an export folder or a ``models:/`` address -> :class:`ModelInfo`."""
     if variant not in VARIANTS:
-        raise UserError(f"serve.variant: {variant!r} is not one of {', '.join(VARIANTS)}")
+        raise ServingError(f"serve.variant: {variant!r} is not one of {', '.join(VARIANTS)}")
     text = str(uri)
     if text.startswith("models:/"):
         return resolve_registry(text, variant, tracking_uri, dst)
     path = Path(text).expanduser()
     if path.is_file():
         if path.suffix != ".onnx":
-            raise UserError(f"{path}: expected an .onnx file, an export folder or models:/NAME@ALIAS")
-        direction = _metadata_direction(path)
-        if direction not in DIRECTIONS:  # a foreign file: fall back to the exporter's file name
-            direction = next((d for d in DIRECTIONS if path.name.startswith(f"G_{d}")), None)
-        if direction is None:
-            raise UserError(f"{path}: cannot tell its direction (no 'direction' metadata, name not G_AtoB/G_BtoA)")
+            raise ServingError(f"{path}: expected an .onnx file, an export folder or models:/NAME@ALIAS")
+        direction, _ = describe_file(path)
+        if direction not in DIRECTIONS:
+            raise ServingError(f"{path}: cannot tell its direction (its metadata has no 'direction' AtoB or BtoA; "
+                               "cyclegan export records it)")
         return ModelInfo(uri=text, files={direction: path})
     if path.is_dir():
         files = find_models(path, variant)
         if not files:
-            raise UserError(f"{path}: no {file_name('AtoB', variant)} or {file_name('BtoA', variant)} in this folder")
+            raise ServingError(f"{path}: no {variant} generator (an ONNX model whose metadata names its direction "
+                               "and variant, as cyclegan export writes) in this folder")
         return ModelInfo(uri=text, files=files)
-    raise UserError(f"{path}: model not found (expected an .onnx file, an export folder or models:/NAME@ALIAS)")
+    raise ServingError(f"{path}: model not found (expected an .onnx file, an export folder or models:/NAME@ALIAS)")

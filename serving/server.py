@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 
-from training.config import ServeConfig
+from .config import ServeConfig
 
 log = logging.getLogger("cyclegan.serving")
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training.errors import UserError
+from .errors import ServingError
 
 from .images import crop, float_to_uint8, pad_to_multiple, uint8_to_float
 
@@ -95,10 +95,10 @@ def check_provider(provider: str) -> None:
     import onnxruntime as ort
 
     if provider not in PROVIDERS:
-        raise UserError(f"serve.provider: {provider!r} is not one of {', '.join(PROVIDERS)}")
+        raise ServingError(f"serve.provider: {provider!r} is not one of {', '.join(PROVIDERS)}")
     available = ort.get_available_providers()
     if _REQUIRED[provider] not in available:
-        raise UserError(f"serve.provider: {provider} was requested but this ONNX Runtime build lacks "
+        raise ServingError(f"serve.provider: {provider} was requested but this ONNX Runtime build lacks "
                         f"{_REQUIRED[provider]} (available: {', '.join(available)}); install onnxruntime-gpu "
                         "or choose provider cpu")
 
@@ -128,7 +128,7 @@ def load_session(path: str | Path, provider: str = "cpu", threads: int = 0, warm
 
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"{path}: ONNX model not found")
+        raise ServingError(f"{path}: ONNX model not found")
     check_provider(provider)
     notes = ""
     if provider != "cpu":
@@ -140,25 +140,25 @@ def load_session(path: str | Path, provider: str = "cpu", threads: int = 0, warm
     try:
         session = ort.InferenceSession(str(path), options, providers=PROVIDERS[provider])
     except Exception as e:  # ORT raises its own Fail/InvalidProtobuf/... types
-        raise UserError(f"{path}: ONNX Runtime cannot load this model ({str(e).splitlines()[0][:300]})") from None
+        raise ServingError(f"{path}: ONNX Runtime cannot load this model ({str(e).splitlines()[0][:300]})") from None
     in_use = session.get_providers()
     if _REQUIRED[provider] not in in_use:
-        raise UserError(f"serve.provider: {provider} was requested but ONNX Runtime fell back to "
+        raise ServingError(f"serve.provider: {provider} was requested but ONNX Runtime fell back to "
                         f"{', '.join(in_use)} (no usable GPU or CUDA/cuDNN/TensorRT libraries?); refusing to "
                         "serve on the wrong device" + (f" [library loading: {notes}]" if notes else ""))
     inputs, outputs = session.get_inputs(), session.get_outputs()
     if len(inputs) != 1 or len(outputs) != 1 or len(inputs[0].shape) != 4:
-        raise UserError(f"{path}: expected one 4-D input and one output, as written by cyclegan export")
+        raise ServingError(f"{path}: expected one 4-D input and one output, as written by cyclegan export")
     dtype = _DTYPES.get(inputs[0].type)
     if dtype is None:
-        raise UserError(f"{path}: unsupported input type {inputs[0].type}")
+        raise ServingError(f"{path}: unsupported input type {inputs[0].type}")
     metadata = dict(session.get_modelmeta().custom_metadata_map)
     layout = metadata.get("layout", "NCHW" if dtype is np.float32 else "NHWC")
     c_axis = 1 if layout == "NCHW" else 3
     channels_in = inputs[0].shape[c_axis]
     channels_out = outputs[0].shape[c_axis]
     if not isinstance(channels_in, int) or not isinstance(channels_out, int):
-        raise UserError(f"{path}: the channel dimension must be fixed")
+        raise ServingError(f"{path}: the channel dimension must be fixed")
     multiple = int(metadata.get("size_multiple", 4))
     generator = GeneratorSession(
         path=path, provider=provider, session=session, metadata=metadata, input_name=inputs[0].name,

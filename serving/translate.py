@@ -1,8 +1,8 @@
 """``cyclegan translate --model``: translate files with an exported ONNX generator, no torch.
 
 Images keep their size (the padding rule of ``training/translate.py``) and their file
-names. Images of the same size are batched; a progress bar counts images. Input and
-output may be local or ``s3://``.
+names. Images of the same size are batched; a progress bar counts images. Paths are local:
+the ``cyclegan translate`` command fetches and uploads ``s3://`` ones around this.
 """
 from __future__ import annotations
 
@@ -11,9 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from training.config import ServeConfig
-from training.errors import UserError
-
+from .config import ServeConfig
+from .errors import ServingError
 from .images import image_to_uint8, list_images, uint8_to_image
 
 
@@ -22,7 +21,7 @@ def _inputs(root: Path) -> tuple[list[Path], Path]:
         return [root], root.parent
     images = list_images(root)
     if not images:
-        raise UserError(f"{root}: no images found")
+        raise ServingError(f"{root}: no images found")
     return images, root
 
 
@@ -33,7 +32,7 @@ def _read(path: Path, channels: int) -> np.ndarray:
         with Image.open(path) as img:
             return image_to_uint8(img, channels)
     except Exception as e:
-        raise UserError(f"{path}: cannot read image ({e})") from None
+        raise ServingError(f"{path}: cannot read image ({e})") from None
 
 
 def _write(array: np.ndarray, target: Path) -> None:
@@ -78,26 +77,20 @@ def translate_folder(session, images: list[Path], root: Path, output: Path, batc
     return written
 
 
-def translate_model(model_uri: str, direction: str, input: str, output: str, progress: bool = True,
-                    cfg: ServeConfig | None = None) -> list[Path]:
-    """Translate a file or folder (local or s3://) with the exported ``direction`` generator of
-    ``model_uri`` (an .onnx file, an export folder, or models:/NAME@ALIAS). Returns the
-    written files (for an s3:// output, their paths inside the uploaded folder)."""
-    from training.storage import is_s3, local_input, local_output
-
+def translate_model(model_uri: str, direction: str, input: str | Path, output: str | Path, progress: bool = True,
+                    cfg: ServeConfig | None = None, tracking_uri: str | None = None) -> list[Path]:
+    """Translate a local file or folder with the exported ``direction`` generator of
+    ``model_uri`` (an .onnx file, an export folder, or models:/NAME@ALIAS) into the folder
+    ``output``. Returns the written files."""
     from .model_store import resolve_model
     from .session import load_session
 
     cfg = cfg or ServeConfig()
     if direction not in ("AtoB", "BtoA"):
-        raise UserError(f"--direction: {direction!r} is not AtoB or BtoA")
-    info = resolve_model(model_uri, cfg.variant)
+        raise ServingError(f"--direction: {direction!r} is not AtoB or BtoA")
+    info = resolve_model(model_uri, cfg.variant, tracking_uri)
     session = load_session(info.path(direction), cfg.provider, cfg.threads, warm_up=False)
     if session.direction and session.direction != direction:
-        raise UserError(f"{info.path(direction)}: is the {session.direction} generator, not {direction}")
-    with local_input(input) as local:
-        images, root = _inputs(Path(local))
-        if is_s3(output):
-            with local_output(output) as folder:
-                return translate_folder(session, images, root, folder, cfg.max_batch_size, progress, direction)
-        return translate_folder(session, images, root, Path(output), cfg.max_batch_size, progress, direction)
+        raise ServingError(f"{info.path(direction)}: is the {session.direction} generator, not {direction}")
+    images, root = _inputs(Path(input))
+    return translate_folder(session, images, root, Path(output), cfg.max_batch_size, progress, direction)

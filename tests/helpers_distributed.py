@@ -4,7 +4,7 @@ import os
 import torch
 
 from training.config import load_config
-from training.cyclegan import CycleGAN, TrainingStep
+from training.models.cyclegan import CycleGAN, TrainingStep
 
 PROFILE = os.path.join(os.path.dirname(__file__), "..", "profiles", "tests.yaml")
 

@@ -11,7 +11,7 @@ import torch.multiprocessing as mp
 
 import helpers_distributed
 from conftest import ROOT, TESTS_PROFILE
-from training.cyclegan import CycleGAN
+from training.models.cyclegan import CycleGAN
 from training.config import load_config
 
 

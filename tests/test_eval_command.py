@@ -48,7 +48,7 @@ def _translation_psnr(trained, direction: str, split: str) -> float:
     """Mean PSNR of G(x) against x over a test split, computed apart from the evaluation."""
     import torch
 
-    from training.checkpoint import load_generators
+    from training.engine.checkpoint import load_generators
     from training.evaluation import metrics as M
     from training.evaluation.evaluate import load_image
 
@@ -66,8 +66,8 @@ def _translation_psnr(trained, direction: str, split: str) -> float:
 def test_evaluate_writes_documented_metrics_and_pictures(trained):
     from PIL import Image
 
-    from training.data.manifest import manifest_hash
-    from training.evaluation.names import GATE_KEYS, METRICS, WITH_BASELINE
+    from training.prepare.manifest import manifest_hash
+    from training.evaluation.specs import GATE_KEYS, METRICS, WITH_BASELINE
 
     out = trained["out"]
     metrics = json.loads((out / "metrics.json").read_text())
@@ -132,7 +132,7 @@ def test_report_loads_offline_in_headless_chromium(trained):
         pytest.skip("Debian's chromium is not installed (make system-deps)")
     from playwright.sync_api import sync_playwright
 
-    from training.evaluation.names import METRICS
+    from training.evaluation.specs import METRICS
 
     report = trained["out"] / "report" / "index.html"
     metrics = json.loads((trained["out"] / "metrics.json").read_text())

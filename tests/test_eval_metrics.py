@@ -163,7 +163,7 @@ def test_feature_cache_round_trip(tmp_path):
 
 def test_every_metric_name_is_documented_in_the_readme():
     from conftest import ROOT
-    from training.evaluation.names import GATE_KEYS, METRICS, WITH_BASELINE
+    from training.evaluation.specs import GATE_KEYS, METRICS, WITH_BASELINE
 
     text = (ROOT / "README.md").read_text()
     section = text[text.index("<!-- section: evaluate"):text.index("<!-- end: evaluate -->")]

@@ -19,7 +19,7 @@ def exported(tmp_path_factory):
 def test_export_writes_two_verified_single_file_models(exported):
     import onnx
 
-    from training.checkpoint import file_sha256
+    from training.utils import sha256_file as file_sha256
 
     _, checkpoint, out = exported
     assert sorted(p.name for p in out.iterdir()) == ["G_AtoB.onnx", "G_BtoA.onnx", "verify.json"]
@@ -51,7 +51,7 @@ def test_onnx_any_size_matches_the_checkpoint_path(exported):
     import torch
 
     from serving.session import load_session
-    from training.checkpoint import load_generators
+    from training.engine.checkpoint import load_generators
     from training.translate import translate_tensor
 
     _, checkpoint, out = exported
@@ -71,7 +71,7 @@ def test_failed_verification_writes_nothing(exported, tmp_path, monkeypatch):
     import onnx
     from onnx import numpy_helper
 
-    import training.export as export_module
+    import training.export.onnx as export_module
     from training.config import ExportConfig
     from training.errors import UserError
 
@@ -136,7 +136,7 @@ def test_uint8_and_int8_variants(exported, tmp_path, capsys):
 
     from serving.app import create_app
     from serving.model_store import resolve_model
-    from training.config import ServeConfig
+    from serving.config import ServeConfig
 
     files = resolve_model(out, variant="uint8").files
     assert files == {"AtoB": out / "G_AtoB_uint8.onnx", "BtoA": out / "G_BtoA_uint8.onnx"}
@@ -182,7 +182,7 @@ def test_export_config_errors(exported, tmp_path, capsys, args, needle):
 def test_export_from_and_to_s3(exported, s3_env):
     """--checkpoint and --out as s3:// addresses on the loopback S3 server."""
     from training.config import ExportConfig
-    from training.export import export
+    from training.export.onnx import export
 
     _, checkpoint, _ = exported
     bucket = s3_env("export-bucket")
@@ -200,8 +200,8 @@ def test_unet_generator_exports_with_dynamic_sizes(tiny_data, tmp_path):
     import onnx
 
     from training.config import ExportConfig, load_config
-    from training.export import export
-    from training.trainer import Trainer
+    from training.export.onnx import export
+    from training.engine.trainer import Trainer
 
     cfg = load_config(TESTS_PROFILE, ["model.netG=unet_128", "model.ngf=4", "model.norm=batch",
                                       "data.load_size=128", "data.crop_size=128"], required=True)

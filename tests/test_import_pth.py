@@ -16,11 +16,12 @@ import torch
 from torch import nn
 
 from conftest import CYCLEGAN, ROOT, SHARED, TESTS_PROFILE, make_images
-from training.checkpoint import load_checkpoint, load_generators
+from training.engine.checkpoint import load_checkpoint, load_generators
 from training.config import load_config
 from training.errors import UserError
-from training.import_pth import guess_architecture, import_config, import_generators
-from training.unet import UnetGenerator
+from training.engine.import_pth import import_config, import_generators
+from training.models.registry import authors_layout
+from training.models.unet import UnetGenerator
 
 REFERENCE = SHARED / "bench" / "reference_cyclegan.py"
 
@@ -185,7 +186,7 @@ def test_wrong_architecture_lists_the_offending_keys(reference, tmp_path, cli_en
 
 def test_batch_norm_running_stats_are_kept_and_norm_is_hinted(tmp_path):
     """Only instance-norm running stats are dropped; batch norm's are weights to load."""
-    from training.networks import ResnetGenerator
+    from training.models.resnet import ResnetGenerator
 
     torch.manual_seed(4)
     net = ResnetGenerator(3, 3, 8, 2, "batch")
@@ -219,7 +220,7 @@ def test_unet_files_import_with_the_authors_key_layout(tmp_path, netG, depth):
                 "model.model.1.model.5.weight", innermost):
         assert key in state, key
     pth = save(state, tmp_path / f"{netG}.pth")
-    assert guess_architecture(torch.load(pth)) == f"--netG {netG} --ngf 4"
+    assert authors_layout(torch.load(pth)) == f"--netG {netG} --ngf 4"
     cfg = import_config(params(), netG, 4, "instance", False)
     summary = import_generators({"AtoB": pth}, cfg, tmp_path / "out")
     G_A, _, stored = load_generators(summary["checkpoint"])
@@ -234,7 +235,7 @@ def test_unet_files_import_with_the_authors_key_layout(tmp_path, netG, depth):
 
 
 def test_channel_counts_come_from_the_weights(tmp_path):
-    from training.networks import ResnetGenerator
+    from training.models.resnet import ResnetGenerator
 
     gray_to_rgb, rgb_to_gray = ResnetGenerator(1, 3, 4, 1), ResnetGenerator(3, 1, 4, 1)
     a = save(gray_to_rgb.state_dict(), tmp_path / "a.pth")
@@ -252,7 +253,7 @@ def test_channel_counts_come_from_the_weights(tmp_path):
 
 
 def test_foreign_files_are_clear_errors(tmp_path):
-    from training.networks import ResnetGenerator
+    from training.models.resnet import ResnetGenerator
 
     cfg = import_config(params(), "resnet_1blocks", 4, "instance", False)
     junk = tmp_path / "junk.pth"
@@ -283,8 +284,8 @@ def test_export_accepts_an_imported_checkpoint(tmp_path):
     """The imported checkpoint (generators only, one direction copied) exports to verified ONNX."""
     import json
 
-    from training.export import export
-    from training.networks import ResnetGenerator
+    from training.export.onnx import export
+    from training.models.resnet import ResnetGenerator
 
     torch.manual_seed(6)
     pth = save(ResnetGenerator(3, 3, 4, 1).state_dict(), tmp_path / "g.pth")

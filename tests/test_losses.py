@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from training.losses import cycle_loss, discriminator_loss, gan_loss, identity_loss
+from training.models.losses import cycle_loss, discriminator_loss, gan_loss, identity_loss
 
 
 def test_lsgan_is_mean_squared_distance_to_target():

@@ -3,9 +3,11 @@ import torch
 from torch import nn
 
 from training.config import Config, ModelConfig
-from training.cyclegan import CycleGAN
-from training.networks import (NLayerDiscriminator, ResnetGenerator, build_discriminator, build_generator,
-                               count_parameters, generator_macs, init_weights)
+from training.models.cyclegan import CycleGAN
+from training.models.discriminators import NLayerDiscriminator
+from training.models.resnet import ResnetGenerator
+from training.models.registry import build_discriminator, build_generator
+from training.models.layers import count_parameters, generator_macs, init_weights
 
 
 @pytest.mark.parametrize("netG,expected", [("resnet_9blocks", 11_378_179), ("resnet_6blocks", 7_837_699)])

@@ -141,7 +141,7 @@ def test_direction_BtoA_swaps_the_domains(tmp_path):
 
 def test_direction_BtoA_builds_G_A_from_B_to_A():
     from training.config import load_config
-    from training.cyclegan import CycleGAN
+    from training.models.cyclegan import CycleGAN
 
     from conftest import TESTS_PROFILE
 

@@ -10,9 +10,11 @@ from torch.nn import functional as F
 
 from training.config import ModelConfig, config_from_dict
 from training.errors import UserError
-from training.networks import (NLayerDiscriminator, build_discriminator, build_generator, count_parameters,
-                               init_weights)
-from training.unet import PixelDiscriminator, UnetSkipConnectionBlock
+from training.models.discriminators import NLayerDiscriminator
+from training.models.registry import build_discriminator, build_generator
+from training.models.layers import count_parameters, init_weights
+from training.models.discriminators import PixelDiscriminator
+from training.models.unet import UnetSkipConnectionBlock
 
 
 def unet(netG="unet_128", ngf=4, input_nc=3, output_nc=3, **kw):

@@ -13,9 +13,9 @@ from torch import nn
 
 from conftest import TESTS_PROFILE, make_images
 from training.config import TrainConfig, load_config
-from training.cyclegan import CycleGAN, TrainingStep
-from training.losses import discriminator_loss, gan_loss, gradient_penalty
-from training.schedule import build_scheduler, step_scheduler
+from training.models.cyclegan import CycleGAN, TrainingStep
+from training.models.losses import discriminator_loss, gan_loss, gradient_penalty
+from training.engine.schedule import build_scheduler, step_scheduler
 
 # -- GAN losses ----------------------------------------------------------------------------
 
@@ -152,7 +152,7 @@ def read_log(path):
 
 
 def test_checkpoint_frequencies_and_logged_rates(tiny_data, tmp_path, monkeypatch):
-    from training import trainer as trainer_module
+    from training.engine import trainer as trainer_module
 
     cfg = tiny_config(train={"n_epochs": 2, "n_epochs_decay": 1, "max_iters_per_epoch": 3, "save_epoch_freq": 2,
                              "save_latest_freq": 2, "log_every": 1, "sample_every": 0, "lr_policy": "step",
@@ -206,7 +206,7 @@ def test_grayscale_domain_end_to_end(tmp_path, cli_env):
     from PIL import Image
 
     from conftest import CYCLEGAN, ROOT
-    from training.checkpoint import load_generators
+    from training.engine.checkpoint import load_generators
     from training.data.dataset import UnalignedDataset
 
     data = tmp_path / "data"

@@ -8,7 +8,18 @@ import re
 import yaml
 
 from conftest import ROOT, TESTS_PROFILE
+from serving.config import ServeConfig, load_serve_config
 from training.config import Config, config_from_dict, load_config
+
+
+def all_defaults() -> dict:
+    """Every section's defaults: the training sections' and the server's own (serving/config.py)."""
+    return {**Config().to_dict(), "serve": ServeConfig().model_dump()}
+
+
+def parse_all(raw: dict) -> dict:
+    cfg = config_from_dict(raw)
+    return {**cfg.to_dict(), "serve": load_serve_config(cfg.serve).model_dump()}
 
 PARAMS = ROOT / "params.yaml"
 
@@ -26,7 +37,7 @@ def _key_lines(text: str) -> dict[str, str]:
 
 def test_params_has_exactly_the_config_keys():
     raw = yaml.safe_load(PARAMS.read_text())
-    defaults = Config().to_dict()
+    defaults = all_defaults()
     assert set(raw) == set(defaults), "sections differ"
     for section, values in defaults.items():
         assert set(raw[section]) == set(values), f"{section}: keys differ from training/config.py"
@@ -40,8 +51,8 @@ def test_params_loads_and_validates():
 def test_params_mirror_defaults_except_documented_demo_values():
     raw = yaml.safe_load(PARAMS.read_text())
     lines = _key_lines(PARAMS.read_text())
-    defaults = Config().to_dict()
-    parsed = config_from_dict(raw).to_dict()
+    defaults = all_defaults()
+    parsed = parse_all(raw)
     differing = []
     for section, values in defaults.items():
         for key, default in values.items():

@@ -1,5 +1,5 @@
 """A retried train task resumes from its s3:// checkpoint prefix: the train component's body
-(components.runtime.train_step) is run twice against the loopback S3 server, the first
+(components.runtime.run_step("train", ...)) is run twice against the loopback S3 server, the first
 attempt dying mid-training as a lost node would."""
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 
 from conftest import TESTS_PROFILE
 from helpers_mlops import use_mlflow_store
-from components.runtime import train_step
-from training import tracking
+from components.runtime import run_step
+from training.layout import TrainRun
 
 
 def _log(path):
@@ -19,7 +19,7 @@ def _log(path):
 
 
 def test_retried_train_task_resumes_from_s3_checkpoint(tmp_path, monkeypatch, s3_env, tiny_data):
-    from training.trainer import Trainer
+    from training.engine.trainer import Trainer
 
     use_mlflow_store(tmp_path, monkeypatch)
     bucket = s3_env("ckpt")
@@ -29,21 +29,25 @@ def test_retried_train_task_resumes_from_s3_checkpoint(tmp_path, monkeypatch, s3
     prefix = f"s3://{bucket}/cyclegan"
     original = Trainer._save_sample
 
-    def node_lost(self, visuals, folder):
+    def node_lost(self, visuals):
         if self.global_iter == 10:
             raise RuntimeError("simulated node loss")
-        return original(self, visuals, folder)
+        return original(self, visuals)
+
+    def attempt(folder):   # the train component's body: the step's commands, mirrored per pipeline run
+        run_step("train", params, {"data": str(tiny_data), "train": str(folder)},
+                 options={"mirror": f"{prefix}/run-42"})
 
     monkeypatch.setattr(Trainer, "_save_sample", node_lost)
     with pytest.raises(RuntimeError, match="node loss"):
-        train_step(params, str(tiny_data), str(tmp_path / "attempt1"), checkpoint_prefix=prefix, run_key="run-42")
+        attempt(tmp_path / "attempt1")
     first_log = _log(tmp_path / "attempt1" / "train_log.csv")
     # died at iteration 10 after logging it, before saving it: the last checkpoint is iteration 6
     assert [r["iteration"] for r in first_log] == ["5", "6", "10"]
     monkeypatch.setattr(Trainer, "_save_sample", original)
 
     # the retry runs in a fresh pod: an empty output folder, same pipeline run (run_key)
-    train_step(params, str(tiny_data), str(tmp_path / "attempt2"), checkpoint_prefix=prefix, run_key="run-42")
+    attempt(tmp_path / "attempt2")
     second = tmp_path / "attempt2"
     log = _log(second / "train_log.csv")
     assert [r["iteration"] for r in log] == ["5", "6", "10", "12"]
@@ -51,8 +55,8 @@ def test_retried_train_task_resumes_from_s3_checkpoint(tmp_path, monkeypatch, s3
     assert log[2]["time"] != first_log[2]["time"]   # iteration 10 was trained again after the resume
 
     # the same MLflow run across both attempts, holding the complete train part
-    run_id = (tmp_path / "attempt1" / tracking.RUN_ID_FILE).read_text().strip()
-    assert (second / tracking.RUN_ID_FILE).read_text().strip() == run_id
+    run_id = TrainRun(tmp_path / "attempt1").run_id.read_text().strip()
+    assert TrainRun(second).run_id.read_text().strip() == run_id
     import mlflow
 
     history = mlflow.MlflowClient().get_metric_history(run_id, "loss_G")

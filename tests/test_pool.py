@@ -1,6 +1,6 @@
 import torch
 
-from training.pool import ImagePool
+from training.models.pool import ImagePool
 
 
 def _image(value: float) -> torch.Tensor:

@@ -12,8 +12,8 @@ from PIL import Image
 
 from conftest import CYCLEGAN, ROOT
 from prepare_helpers import cfg, every_kind, jpeg_with_orientation, write_rgb
-from training.data import prepare as prep
-from training.data.manifest import MANIFEST, manifest_hash, read_manifest
+from training.prepare import prepare as prep
+from training.prepare.manifest import MANIFEST, manifest_hash, read_manifest
 from training.errors import UserError
 
 

@@ -13,9 +13,9 @@ import pytest
 
 from prepare_helpers import cfg, write_rgb
 from training import storage
-from training.data import prepare as prep
-from training.data import sources
-from training.data.manifest import MANIFEST
+from training.prepare import prepare as prep
+from training.prepare import sources
+from training.prepare.manifest import MANIFEST
 from training.errors import UserError
 
 
@@ -249,7 +249,7 @@ def test_s3_source_and_s3_output(s3_env, tmp_path):
     entry = manifest["splits"]["trainA"][0]
     assert storage.read_bytes(f"s3://{bucket}/prepared/v1/{entry['path']}") == \
         (src / entry["source"]).read_bytes()
-    from training.data.manifest import manifest_hash
+    from training.prepare.manifest import manifest_hash
 
     assert manifest_hash(f"s3://{bucket}/prepared/v1") == summary["test_set_hash"]
     # A prefix that holds other data is never replaced; a prepared one is.

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from training.data import synthetic
+from training.prepare import synthetic
 
 
 def _load(folder) -> torch.Tensor:

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import CYCLEGAN
 from helpers_mlops import GOOD_METRICS, make_export, make_metrics, use_mlflow_store
-from training import registry, tracking
+from training.mlops import registry, tracking
 from training.config import Config, RegisterConfig, config_from_dict
 from training.errors import UserError
 
@@ -170,7 +170,7 @@ def test_version_is_one_pyfunc_with_both_graphs_signature_example_and_lineage(tm
 ])
 def test_pyfunc_padding_follows_the_serving_rule(shape, multiple, min_size, padded, mode):
     from serving.images import pad_to_multiple
-    from training.pyfunc_model import pad_to
+    from training.export.pyfunc_model import pad_to
 
     x = np.random.default_rng(0).random((1, 3, *shape), dtype=np.float32)
     out = pad_to(x, multiple, min_size)

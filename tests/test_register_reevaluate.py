@@ -9,7 +9,7 @@ import pytest
 
 from conftest import TESTS_PROFILE
 from helpers_mlops import make_export, make_metrics, use_mlflow_store
-from training import registry
+from training.mlops import registry
 from training.config import load_config
 from training.errors import UserError
 
@@ -17,7 +17,7 @@ from training.errors import UserError
 @pytest.mark.slow
 def test_champion_is_reevaluated_when_the_test_manifest_differs(tmp_path, monkeypatch, tiny_data):
     from training.evaluation.evaluate import evaluate
-    from training.trainer import train
+    from training.engine.trainer import train
 
     use_mlflow_store(tmp_path, monkeypatch)
     cfg = load_config(TESTS_PROFILE, [f"evaluate.cache_dir={tmp_path / 'features'}"], required=True)

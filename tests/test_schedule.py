@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from training.config import TrainConfig
-from training.schedule import build_scheduler, linear_factor, step_scheduler
+from training.engine.schedule import build_scheduler, linear_factor, step_scheduler
 
 
 def lr_by_epoch(cfg: TrainConfig, epochs: int) -> list[float]:

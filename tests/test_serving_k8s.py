@@ -98,6 +98,6 @@ def test_service_selects_the_deployment():
     port_names = {p["name"] for p in deployment["spec"]["template"]["spec"]["containers"][0]["ports"]}
     assert {p["targetPort"] for p in service["spec"]["ports"]} <= port_names
     # the grace period outlasts the server's own drain time (serve.graceful_timeout_s)
-    from training.config import ServeConfig
+    from serving.config import ServeConfig
 
     assert deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > ServeConfig().graceful_timeout_s

@@ -34,13 +34,13 @@ def _images(folder):
 def test_numpy_padding_matches_torch(shape):
     import torch
 
-    import training.translate
     from serving.images import crop, pad_to_multiple
+    from training.models.registry import min_size, size_multiple
     from training.translate import pad_to_multiple as torch_pad
 
-    min_side = getattr(training.translate, "MIN_SIDE", 0)  # the ResNet's smallest input, 8
+    multiple, min_side = size_multiple("resnet_9blocks"), min_size("resnet_9blocks")  # 4 and 8
     x = torch.rand(*shape, generator=torch.Generator().manual_seed(0))
-    expected, size = torch_pad(x)
+    expected, size = torch_pad(x, multiple, min_side)
     got, got_size = pad_to_multiple(x.numpy(), min_size=min_side)
     assert got_size == size and np.array_equal(got, expected.numpy())
     assert np.array_equal(crop(got, size), x.numpy())
@@ -93,7 +93,7 @@ def test_translate_and_serve_without_torch(exported, tmp_path):
         f" '--output', {str(tmp_path / 'out')!r}, '--no-progress']) == 0\n"
         "from starlette.testclient import TestClient\n"
         "from serving.server import load_app\n"
-        "from training.config import ServeConfig\n"
+        "from serving.config import ServeConfig\n"
         f"app, _ = load_app({str(export_dir)!r}, ServeConfig())\n"
         "with TestClient(app) as client:\n"
         f"    r = client.post('/v1/translate', content=open({str(inputs / 'img_000.png')!r}, 'rb').read(),"
@@ -118,7 +118,7 @@ def test_translate_from_registry_alias(exported, registry, tmp_path):
 
 def test_resolve_model_records_registry_fields(exported, registry, tmp_path):
     from serving.model_store import resolve_model
-    from training.errors import UserError
+    from serving.errors import ServingError as UserError
 
     uri, version = registry
     by_alias = resolve_model("models:/cyclegan@champion", tracking_uri=uri, dst=tmp_path / "a")
@@ -139,7 +139,7 @@ def test_server_metadata_shows_the_registry_version(registry, tmp_path):
     from starlette.testclient import TestClient
 
     from serving.server import load_app
-    from training.config import ServeConfig
+    from serving.config import ServeConfig
 
     uri, version = registry
     app, info = load_app("models:/cyclegan@champion", ServeConfig(), uri)
@@ -158,7 +158,7 @@ def test_server_metadata_shows_the_registry_version(registry, tmp_path):
 
 def test_resolve_model_files_and_folders(exported, tmp_path):
     from serving.model_store import resolve_model
-    from training.errors import UserError
+    from serving.errors import ServingError as UserError
 
     _, _, export_dir = exported
     nested = tmp_path / "deep" / "er"
@@ -169,11 +169,14 @@ def test_resolve_model_files_and_folders(exported, tmp_path):
     with pytest.raises(UserError, match="no AtoB generator"):
         info.path("AtoB")
     assert set(resolve_model(export_dir).files) == {"AtoB", "BtoA"}
-    with pytest.raises(UserError, match="no G_AtoB.onnx"):
-        resolve_model(tmp_path / "deep")
+    # folders are searched by what each model's metadata says, whatever the file is called
+    assert resolve_model(tmp_path / "deep").files == {"BtoA": nested / "renamed.onnx"}
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="no fp32 generator"):
+        resolve_model(tmp_path / "empty")
     with pytest.raises(UserError, match="not found"):
         resolve_model(tmp_path / "missing")
-    with pytest.raises(UserError, match="G_AtoB_int8.onnx"):
+    with pytest.raises(UserError, match="no int8 generator"):
         resolve_model(export_dir, variant="int8")
 
 
@@ -194,7 +197,7 @@ def test_missing_gpu_provider_is_a_loud_error(exported, provider):
     import onnxruntime as ort
 
     from serving.session import load_session
-    from training.errors import UserError
+    from serving.errors import ServingError as UserError
 
     try:
         session = load_session(exported[2] / "G_AtoB.onnx", provider, warm_up=False)
@@ -206,13 +209,17 @@ def test_missing_gpu_provider_is_a_loud_error(exported, provider):
 
 
 def test_translate_s3_input_and_output(exported, s3_env, tmp_path):
+    """`cyclegan translate --model` with s3:// input and output (the command fetches and uploads
+    around serving's local translate)."""
     from serving.translate import translate_model
+    from training.cli import main
 
     _, _, export_dir = exported
     bucket = s3_env("translate-bucket")
     for p in make_images(tmp_path / "in", 2, seed=3):
         s3_env.client.upload_file(str(p), bucket, f"inputs/{p.name}")
-    translate_model(str(export_dir), "AtoB", f"s3://{bucket}/inputs", f"s3://{bucket}/outputs", progress=False)
+    assert main(["translate", "--model", str(export_dir), "--direction", "AtoB", "--input", f"s3://{bucket}/inputs",
+                 "--output", f"s3://{bucket}/outputs", "--no-progress"]) == 0
     keys = {o["Key"] for o in s3_env.client.list_objects_v2(Bucket=bucket, Prefix="outputs/")["Contents"]}
     assert keys == {"outputs/img_000.png", "outputs/img_001.png", "outputs/_SUCCESS"}
     translate_model(str(export_dir), "AtoB", str(tmp_path / "in"), str(tmp_path / "local"), progress=False)

@@ -11,14 +11,15 @@ import pytest
 
 from conftest import ROOT, TESTS_PROFILE, make_images
 from helpers_mlops import GOOD_METRICS, use_mlflow_store
-from training import tracking
+from training.mlops import tracking
 from training.config import Config, load_config
+from training.layout import TrainRun
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """One tests-profile training shared by this module's tests (they copy it)."""
-    from training.trainer import train
+    from training.engine.trainer import train
 
     root = tmp_path_factory.mktemp("trained")
     data = root / "data"
@@ -75,7 +76,7 @@ def test_train_part_params_losses_samples_lineage_and_idempotence(tmp_path, monk
     monkeypatch.setenv("CYCLEGAN_IMAGE", "registry.example/cyclegan:train-abc")
     monkeypatch.setenv("CYCLEGAN_GIT_COMMIT", "c" * 40)
     run_id = tracking.log_train(cfg, out, data)
-    assert (out / tracking.RUN_ID_FILE).read_text().strip() == run_id
+    assert TrainRun(out).run_id.read_text().strip() == run_id
     client = tracking.client(cfg)
     run = client.get_run(run_id)
 
@@ -114,14 +115,14 @@ def test_train_part_params_losses_samples_lineage_and_idempotence(tmp_path, monk
 def test_evaluate_part_and_recovery_when_the_store_lost_the_run(tmp_path, monkeypatch, train_out):
     out, data, cfg = train_out
     use_mlflow_store(tmp_path, monkeypatch)
-    (out / tracking.RUN_ID_FILE).write_text("0123456789abcdef0123456789abcdef\n")   # from another store
-    replacement = tracking.resolve_run(cfg, out / tracking.RUN_ID_FILE)
+    TrainRun(out).run_id.write_text("0123456789abcdef0123456789abcdef\n")   # from another store
+    replacement = tracking.resolve_run(cfg, TrainRun(out).run_id)
     client = tracking.client(cfg)
     run = client.get_run(replacement)
     assert run.data.tags["cyclegan.replaces"] == "0123456789abcdef0123456789abcdef"
     assert run.data.params["model.ngf"] == "8"                    # the train part was re-logged
     # every later step finds the same replacement
-    assert tracking.resolve_run(cfg, out / tracking.RUN_ID_FILE) == replacement
+    assert tracking.resolve_run(cfg, TrainRun(out).run_id) == replacement
 
     eval_dir = tmp_path / "eval"
     (eval_dir / "report").mkdir(parents=True)

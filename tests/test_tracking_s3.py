@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from helpers_mlops import make_export, make_metrics, use_mlflow_store
-from training import registry, tracking
+from training.mlops import registry, tracking
 from training.config import Config
 
 

@@ -3,11 +3,11 @@ import pytest
 import torch
 
 from conftest import TESTS_PROFILE, make_images
-from training.checkpoint import FORMAT, atomic_torch_save
+from training.engine.checkpoint import FORMAT, atomic_torch_save
 from training.config import load_config
 from training.errors import UserError
-from training.cyclegan import LOSS_NAMES
-from training.trainer import Trainer
+from training.models.cyclegan import LOSS_NAMES
+from training.engine.trainer import Trainer
 
 
 def _cfg(*overrides):
@@ -58,7 +58,7 @@ def _interrupted_run(cfg, data, out, iters: int):
         trainer._log(torch.zeros(len(LOSS_NAMES)), 1.0)
         if trainer.global_iter == iters:
             break
-    trainer.save(trainer.ckpt_dir / "latest.pt")
+    trainer.save(trainer.run.latest)
     return trainer
 
 
@@ -79,7 +79,7 @@ def test_resume_auto_continues_an_unfinished_run_with_the_same_settings(tiny_dat
     ("finished", "already finished"),
 ])
 def test_resume_auto_starts_over_and_says_why(tiny_data, tmp_path, capsys, change, reason):
-    from training.trainer import train
+    from training.engine.trainer import train
 
     base = ["train.max_iters_per_epoch=2", "train.log_every=1"]
     out = tmp_path / "run"
@@ -107,7 +107,7 @@ def test_resume_auto_starts_over_and_says_why(tiny_data, tmp_path, capsys, chang
 
 
 def test_fresh_run_into_a_used_folder_replaces_its_log(tiny_data, tmp_path):
-    from training.trainer import train
+    from training.engine.trainer import train
 
     cfg = _cfg("train.max_iters_per_epoch=2", "train.log_every=1")
     train(cfg, tiny_data, tmp_path / "run", progress=False)

@@ -7,22 +7,27 @@ code inside ``run`` so ``cyclegan --help`` stays fast and light.
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 
+from .commands import (evaluate, export, import_pth, params, pipeline, prepare, register, serve, steps, summary,
+                       track, train, translate)
 from .errors import UserError
 
+# name: (module, one-line help), in the order of the pipeline
 COMMANDS = {
-    "summary": "Print parameter counts and the cost of one generator pass.",
-    "prepare": "Turn a data source into trainA/trainB/testA/testB + manifest.json.",
-    "train": "Train a CycleGAN (full-state checkpoints, exact --resume).",
-    "translate": "Translate images with a checkpoint or an exported ONNX model.",
-    "evaluate": "Measure a checkpoint on the test split: metrics.json, grids, report.",
-    "export": "Export both generators to verified ONNX models.",
-    "register": "Log to MLflow, register the model, gate promotion to champion, roll back.",
-    "serve": "Serve exported generators over the Open Inference Protocol and a web page.",
-    "pipeline": "Compile, run locally, submit or schedule the Kubeflow pipeline.",
-    "import": "Import a generator .pth saved by the authors' CycleGAN code.",
+    "prepare": (prepare, "Turn a data source into trainA/trainB/testA/testB + a manifest."),
+    "train": (train, "Train a CycleGAN (full-state checkpoints, exact --resume)."),
+    "evaluate": (evaluate, "Measure a checkpoint on the test split: metrics, grids, report."),
+    "export": (export, "Export both generators to verified ONNX models."),
+    "track": (track, "Log a step's part of the pipeline's MLflow run."),
+    "register": (register, "Register the exported model, gate promotion to champion, roll back."),
+    "serve": (serve, "Serve exported generators over the Open Inference Protocol and a web page."),
+    "translate": (translate, "Translate images with a checkpoint or an exported ONNX model."),
+    "pipeline": (pipeline, "Compile, run locally, submit or schedule the Kubeflow pipeline."),
+    "steps": (steps, "Show the step table, or write the dvc.yaml generated from it."),
+    "params": (params, "Print the effective parameters, or the JSON Schema of params.yaml."),
+    "summary": (summary, "Print parameter counts and the cost of one generator pass."),
+    "import": (import_pth, "Import a generator .pth saved by the authors' CycleGAN code."),
 }
 
 
@@ -43,8 +48,7 @@ def load_args_config(args):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cyclegan", description="CycleGAN (Zhu et al. 2017) as an MLOps pipeline.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, help_text in COMMANDS.items():
-        module = importlib.import_module(f"training.commands.{name.replace('import', 'import_pth')}")
+    for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=(module.__doc__ or help_text).strip())
         add_config_arguments(p)
         module.add_arguments(p)

@@ -47,28 +47,31 @@ def mlflow_lines(run_id_file: Path, tracking_uri: str, model_name: str) -> list[
 
 def main(argv: list[str] | None = None) -> int:
     from .config import load_config
+    from .layout import FOLDERS, Evaluation, Export, Registration, TrainRun
 
     parser = argparse.ArgumentParser(prog="python -m training.demo_summary", description=__doc__.splitlines()[0])
     parser.add_argument("--runs", default="runs", help="pipeline output folder (default: runs)")
-    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--params", default="params.yaml", help="params file (for the MLflow store and model name)")
     args = parser.parse_args(argv)
     runs = Path(args.runs)
     cfg = load_config(args.params)
     tracking_uri = os.environ.get("MLFLOW_TRACKING_URI") or cfg.register.tracking_uri
 
-    metrics_path = runs / "eval" / "metrics.json"
+    folders = {step: runs / Path(path).name for step, path in FOLDERS.items()}   # runs/train, runs/eval, ...
+    evaluation, export = Evaluation(folders["eval"]), Export(folders["export"])
+    metrics_path = evaluation.metrics
     if not metrics_path.is_file():
         print(f"{metrics_path}: no metrics yet; run `dvc repro` (or `make demo`) first", file=sys.stderr)
         return 1
     m = json.loads(metrics_path.read_text())
-    decision_path = runs / "register" / "decision.json"
+    decision_path = Registration(folders["register"]).decision
     print("Where things are")
     print(f"  metrics          {metrics_path}   (dvc metrics show)")
-    print(f"  report           {runs / 'eval' / 'report' / 'index.html'}")
-    print(f"  plots            {runs / 'eval' / 'plots'}/   (dvc plots show)")
-    print(f"  ONNX models      {runs / 'export' / 'G_AtoB.onnx'}, {runs / 'export' / 'G_BtoA.onnx'}")
+    print(f"  report           {evaluation.report}")
+    print(f"  plots            {evaluation.plots}/   (dvc plots show)")
+    print(f"  ONNX models      {', '.join(str(p) for p in export.onnx_pair())}")
     print(f"  gate decision    {decision_path}")
-    for line in mlflow_lines(runs / "train" / "mlflow_run_id", tracking_uri, cfg.register.model_name):
+    for line in mlflow_lines(TrainRun(folders["train"]).run_id, tracking_uri, cfg.register.model_name):
         print(line)
     if decision_path.is_file():
         decision = json.loads(decision_path.read_text())

@@ -1,7 +1,8 @@
 """Translate images of any size with a trained generator.
 
-Each image is padded by reflection to a multiple of 4 (the generator halves the size
-twice), translated, and cropped back to its own size, keeping its file name.
+Each image is padded by reflection to the generator's size multiple and minimum side (from
+``models.registry``: 4 and 8 for a ResNet, 128 or 256 for a U-Net), translated, and cropped
+back to its own size, keeping its file name.
 """
 from __future__ import annotations
 
@@ -14,17 +15,12 @@ from torch.nn import functional as F
 from .data.dataset import list_images
 from .errors import UserError
 
-SIZE_MULTIPLE = 4
-# Instance norm needs more than one value per channel at the 1/4-size bottleneck.
-MIN_SIDE = 8
-
-
-def pad_to_multiple(x: torch.Tensor, multiple: int = SIZE_MULTIPLE) -> tuple[torch.Tensor, tuple[int, int]]:
-    """Pad N x C x H x W on the bottom/right to sides divisible by ``multiple`` (and at
-    least ``MIN_SIDE``)."""
+def pad_to_multiple(x: torch.Tensor, multiple: int, min_size: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Pad N x C x H x W on the bottom/right to sides divisible by ``multiple`` and at least
+    ``min_size``."""
     h, w = x.shape[-2:]
-    target_h = max(h + (-h) % multiple, MIN_SIDE if multiple < MIN_SIDE else multiple)
-    target_w = max(w + (-w) % multiple, MIN_SIDE if multiple < MIN_SIDE else multiple)
+    target_h = max(h + (-h) % multiple, min_size)
+    target_w = max(w + (-w) % multiple, min_size)
     pad_h, pad_w = target_h - h, target_w - w
     if pad_h or pad_w:
         # reflection needs the pad to be smaller than the side; tiny images replicate instead
@@ -37,9 +33,8 @@ def pad_to_multiple(x: torch.Tensor, multiple: int = SIZE_MULTIPLE) -> tuple[tor
 def translate_tensor(generator: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     """N x C x H x W in [-1, 1] of any H, W -> the translation, same shape.
 
-    ResNet generators need sides divisible by 4; a U-Net says its own ``size_multiple``."""
-    multiple = getattr(generator, "size_multiple", SIZE_MULTIPLE)
-    padded, (h, w) = pad_to_multiple(x, multiple)
+    The registry gave the generator its ``size_multiple`` and ``min_size``."""
+    padded, (h, w) = pad_to_multiple(x, generator.size_multiple, generator.min_size)
     return generator(padded)[..., :h, :w]
 
 
@@ -62,7 +57,7 @@ def translate_checkpoint(checkpoint: str | Path, direction: str, input_path: str
     from PIL import Image
     from tqdm import tqdm
 
-    from .checkpoint import load_generators
+    from .engine.checkpoint import load_generators
     from .data.transforms import save_image, to_tensor
 
     if direction not in ("AtoB", "BtoA"):

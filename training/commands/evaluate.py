@@ -10,7 +10,8 @@ def add_arguments(parser):
     parser.add_argument("--max-images", type=int, default=None,
                         help="test images per domain (default: evaluate.max_images; 0 = all)")
     parser.add_argument("--train-log", default=None,
-                        help="trainer's train_log.csv for the loss curves (default: <ckpt>/../../train_log.csv)")
+                        help="the trainer's training log for the loss curves (default: the one in the checkpoint's "
+                             "run folder)")
     parser.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: evaluate.device, auto)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
 

@@ -1,7 +1,8 @@
 """Export both generators of a checkpoint to verified single-file ONNX models.
 
-Writes OUT/G_AtoB.onnx (the checkpoint's G_A), OUT/G_BtoA.onnx (G_B) and OUT/verify.json;
-with export.uint8_variant also *_uint8.onnx, with export.quantize (and --data) *_int8.onnx.
+Writes one model per direction (AtoB: the checkpoint's G_A; BtoA: G_B) and a verification
+report; with export.uint8_variant also uint8 variants, with export.quantize (and --data) int8
+ones (file names in training/layout.py).
 Each model is checked by onnx.checker and compared with PyTorch; OUT is replaced only
 when all of them pass. CHECKPOINT, OUT and DATA may be s3:// addresses.
 """
@@ -17,7 +18,7 @@ def add_arguments(parser):
 
 def run(args):
     from ..cli import load_args_config
-    from ..export import export
+    from ..export.onnx import export
 
     cfg = load_args_config(args)
     report = export(args.checkpoint, args.out, cfg.export, args.data, progress=not args.no_progress)

@@ -1,5 +1,5 @@
 """Import generators saved by the authors' CycleGAN code as a checkpoint that translate,
-evaluate, export and serve accept (OUT/checkpoints/latest.pt, generators only, and
+evaluate, export and serve accept (OUT's latest checkpoint, generators only, and
 OUT/config.json). A published pretrained model (horse2zebra.pth, ...) holds one generator:
 give it with --pth and the direction it translates (--direction, default AtoB); the other
 direction then gets a copy of the same weights, recorded in the checkpoint. Both generators
@@ -24,13 +24,13 @@ def add_arguments(parser):
     parser.add_argument("--dropout", action="store_true",
                         help="the generator was built with dropout (trained without --no_dropout)")
     parser.add_argument("--out", default="runs/import", help="output folder (default: runs/import)")
-    parser.add_argument("--force", action="store_true", help="replace OUT/checkpoints/latest.pt if it exists")
+    parser.add_argument("--force", action="store_true", help="replace OUT's latest checkpoint if it exists")
 
 
 def run(args):
     from ..cli import load_args_config
     from ..errors import UserError
-    from ..import_pth import import_config, import_generators
+    from ..engine.import_pth import import_config, import_generators
 
     files = {}
     if args.pth:

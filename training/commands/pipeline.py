@@ -10,6 +10,8 @@ overrides below; cluster placement options apply at compile time.
 """
 import json
 
+from ..steps import PIPELINE_OVERRIDES
+
 ACTIONS = ("compile", "run", "submit", "schedule")
 
 
@@ -17,9 +19,9 @@ def add_arguments(parser):
     parser.add_argument("action", choices=ACTIONS, help="what to do with the pipeline")
     run = parser.add_argument_group("run parameters")
     run.add_argument("--image", default=None, help="project image for every task (default: components.DEFAULT_IMAGE)")
-    run.add_argument("--source", default=None, help="override prepare.source")
-    run.add_argument("--n-epochs", type=int, default=None, help="override train.n_epochs")
-    run.add_argument("--n-epochs-decay", type=int, default=None, help="override train.n_epochs_decay")
+    for name, key in PIPELINE_OVERRIDES.items():
+        kind = int if key.startswith("train.") else str
+        run.add_argument(f"--{name.replace('_', '-')}", type=kind, default=None, help=f"override {key}")
     run.add_argument("--gpus", type=int, default=None, help="GPUs for the train task (default 1; 0 locally)")
     run.add_argument("--checkpoint-prefix", default=None,
                      help="s3://bucket/prefix where the train task keeps its checkpoint so a retry resumes")
@@ -47,11 +49,11 @@ def add_arguments(parser):
 
 
 def _options(args):
-    from pipeline.pipeline import PipelineOptions
+    import importlib
 
     from ..errors import UserError
 
-    opts = PipelineOptions(credentials_secret=args.secret)
+    opts = importlib.import_module("pipeline.pipeline").PipelineOptions(credentials_secret=args.secret)
     if args.gpu_node_selector is not None:
         selector = {}
         for item in args.gpu_node_selector:
@@ -71,9 +73,8 @@ def _options(args):
 
 def _arguments(args) -> dict:
     """Pipeline parameters given on the command line (the rest keep their defaults)."""
-    named = {"image": args.image, "source": args.source, "n_epochs": args.n_epochs,
-             "n_epochs_decay": args.n_epochs_decay, "gpus": args.gpus, "checkpoint_prefix": args.checkpoint_prefix,
-             "tracking_uri": args.tracking_uri}
+    named = {"image": args.image, "gpus": args.gpus, "checkpoint_prefix": args.checkpoint_prefix,
+             "tracking_uri": args.tracking_uri, **{name: getattr(args, name) for name in PIPELINE_OVERRIDES}}
     out = {k: v for k, v in named.items() if v is not None}
     if args.no_promote:
         out["promote"] = False
@@ -83,10 +84,13 @@ def _arguments(args) -> dict:
 def run(args):
     from pathlib import Path
 
+    import importlib
+
     from ..errors import UserError
 
-    from pipeline import run as runner
-    from pipeline.pipeline import compile_pipeline
+    # the Kubeflow side is its own package (kfp); the library reaches it by module path only
+    runner = importlib.import_module("pipeline.run")
+    compile_pipeline = importlib.import_module("pipeline.pipeline").compile_pipeline
 
     # like every command: params.yaml when present, an explicit --params file must exist
     params_path = None if args.params == "params.yaml" and not Path(args.params).exists() else args.params

@@ -19,7 +19,7 @@ def add_arguments(parser):
 
 def run(args):
     from ..cli import load_args_config
-    from ..data.prepare import format_summary, prepare
+    from ..prepare.prepare import format_summary, prepare
 
     cfg = load_args_config(args)
     summary = prepare(cfg.prepare, args.source, args.out, progress=not args.no_progress)

@@ -16,6 +16,7 @@ def add_arguments(parser):
 
 
 def run(args):
+    import importlib
     import os
 
     from ..cli import load_args_config
@@ -24,7 +25,7 @@ def run(args):
         if getattr(args, key) is not None:
             args.overrides.append(f"serve.{key}={getattr(args, key)}")
     cfg = load_args_config(args)
-    from serving.server import serve
-
-    serve(args.model, cfg.serve, os.environ.get("MLFLOW_TRACKING_URI") or cfg.register.tracking_uri)
-    return 0
+    # serving is its own deployable (no torch, no training package): reached by module path
+    serving_cli = importlib.import_module("serving.cli")
+    tracking_uri = os.environ.get("MLFLOW_TRACKING_URI") or cfg.register.tracking_uri
+    return serving_cli.serve(args.model, cfg.serve, tracking_uri, args.params)

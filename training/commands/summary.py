@@ -11,8 +11,8 @@ def run(args):
     import torch
 
     from ..cli import load_args_config
-    from ..cyclegan import CycleGAN
-    from ..networks import count_parameters, generator_macs
+    from ..models.cyclegan import CycleGAN
+    from ..models.layers import count_parameters, generator_macs
 
     cfg = load_args_config(args)
     size = args.size or cfg.data.crop_size

@@ -1,1 +1,5 @@
-"""Data: preparation of unpaired datasets (``prepare``) and their loading for training (``dataset``)."""
+"""The training-time data: what the trainer reads from a prepared folder.
+
+  dataset.py     the unaligned dataset (A shuffled, B random) and the epoch sampler
+  transforms.py  the authors' preprocess modes, flips, tensors <-> images
+"""

@@ -74,8 +74,9 @@ def to_uint8(tensor: torch.Tensor) -> np.ndarray:
     return array.permute(1, 2, 0).cpu().numpy()
 
 
-def save_image(tensor: torch.Tensor, path) -> None:
+def save_image(tensor: torch.Tensor, path, format: str | None = None) -> None:
+    """Save C x H x W in [-1, 1]; ``format`` for paths whose suffix does not say it."""
     from PIL import Image
 
     array = to_uint8(tensor)
-    Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array).save(path)
+    Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array).save(path, format=format)

@@ -9,15 +9,14 @@ translations as they are made, the real test and probe-training sets once ever (
 features are cached on disk by a content hash of the images). Decoding of the next batch
 overlaps the current batch's passes.
 
-Outputs (written into a temporary folder and swapped into place by
-``storage.local_output``, so a failed run leaves the previous output whole):
-  metrics.json         flat, the documented names of ``names.METRICS`` (+ ``baseline_*``)
-  grids/AtoB.png       input | translation | reconstruction, ``evaluate.grid_images`` rows
-  grids/BtoA.png
-  report/index.html    self-contained: grids, metric table with baselines, loss curves
-  plots/losses.csv     the training log's loss curves, for ``dvc plots``
-  plots/metrics.csv    metric, checkpoint, identity (also as plots/metrics.json)
-  eval_info.json       inputs, their hashes, the evaluate config, timings
+Outputs (names in ``layout.Evaluation``; written into a temporary folder and swapped into
+place by ``storage.local_output``, so a failed run leaves the previous output whole):
+  metrics          flat JSON, the documented names of ``specs.METRICS`` (+ ``baseline_*``)
+  grids            per direction: input | translation | reconstruction, ``evaluate.grid_images`` rows
+  report           one self-contained HTML page: grids, metric table with baselines, loss curves
+  plots            the training log's loss curves and the metrics against their baselines (CSV),
+                   for ``dvc plots``
+  info             inputs, their hashes, the evaluate config, timings
 """
 from __future__ import annotations
 
@@ -35,20 +34,13 @@ import torch
 
 from ..config import Config
 from ..errors import UserError
+from ..layout import Evaluation, TrainRun
+from ..utils import resolve_device
 from . import metrics as M
-from .names import GATE_KEYS, METRICS
+from .specs import GATE_KEYS, METRICS
 
 
 # -- inputs -----------------------------------------------------------------------------
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"evaluate.device: {name!r} requested but CUDA is not available")
-    return device
-
-
 def load_image(path: Path, size: int, channels: int) -> torch.Tensor:
     """One image as C x size x size in [-1, 1] (bicubic resize when it is not that size)."""
     from PIL import Image
@@ -139,7 +131,7 @@ def test_split_hash(data: Path) -> tuple[str, str]:
     step's ``manifest_hash`` (from manifest.json, or from the files when there is none)."""
     how = "manifest" if (data / "manifest.json").is_file() else "files"
     try:
-        from ..data.manifest import manifest_hash
+        from ..prepare.manifest import manifest_hash
     except ImportError:   # the prepare module is optional here: hash names and bytes ourselves
         from ..data.dataset import domain_folders, list_images
         from .features import files_digest
@@ -154,7 +146,7 @@ def synthetic_scorer(manifest: dict):
     if source_kind(manifest) != "synthetic":
         return None
     try:
-        from ..data.synthetic import domain_score
+        from ..prepare.synthetic import domain_score
     except ImportError:
         return None
     return domain_score
@@ -294,7 +286,8 @@ def _fraction(scores: list[torch.Tensor], positive: bool) -> float:
 
 def compute(cfg: Config, data: Path, checkpoint: Path, device: torch.device, progress: bool = True):
     """All metrics and pictures of a checkpoint on local ``data``: (metrics, grids, info)."""
-    from ..checkpoint import file_sha256, load_generators
+    from ..engine.checkpoint import load_generators
+    from ..utils import sha256_file
     from .distances import frechet_distance_features, kid
     from .features import FeatureCache, InceptionFeatures, build_extractor, inception_path
     from .probe import DomainProbe
@@ -416,7 +409,7 @@ def compute(cfg: Config, data: Path, checkpoint: Path, device: torch.device, pro
     grids = {"AtoB": pass_a.grid, "BtoA": pass_b.grid}
     timer.seconds["total"] = time.perf_counter() - start
     info = {
-        "checkpoint_sha256": file_sha256(checkpoint),
+        "checkpoint_sha256": sha256_file(checkpoint),
         "test_manifest_sha256": m["test_manifest_sha256"],
         "test_hash_source": hash_source,
         "data_source": source_kind(manifest),
@@ -436,31 +429,32 @@ def write_outputs(out: Path, metrics: dict, grids: dict, info: dict, train_log: 
     from ..data.transforms import save_image
     from .report import grid_tensor, loss_charts, png_bytes, read_train_log, render_html, write_plots
 
-    (out / "grids").mkdir(parents=True, exist_ok=True)
+    files = Evaluation(out)
+    files.grids.mkdir(parents=True, exist_ok=True)
     pngs = {}
     for direction, columns in grids.items():
         image = grid_tensor(columns)
-        save_image(image, out / "grids" / f"{direction}.png")
+        save_image(image, files.grid(direction))
         pngs[direction] = png_bytes(image)
     log = read_train_log(train_log)
-    write_plots(out / "plots", metrics, log)
-    (out / "report").mkdir(parents=True, exist_ok=True)
+    write_plots(files, metrics, log)
+    files.report_dir.mkdir(parents=True, exist_ok=True)
     shown = {k: info[k] for k in ("checkpoint", "checkpoint_sha256", "data", "test_manifest_sha256",
                                   "data_source", "image_size", "generator", "features", "train_log") if k in info}
-    (out / "report" / "index.html").write_text(render_html(metrics, pngs, loss_charts(log), shown), encoding="utf-8")
-    (out / "eval_info.json").write_text(json.dumps(info, indent=2) + "\n")
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    files.report.write_text(render_html(metrics, pngs, loss_charts(log), shown), encoding="utf-8")
+    files.info.write_text(json.dumps(info, indent=2) + "\n")
+    files.metrics.write_text(json.dumps(metrics, indent=2) + "\n")
 
 
 def default_train_log(checkpoint: str) -> str:
-    """The trainer's log beside the checkpoint's run folder: <ckpt>/../../train_log.csv."""
+    """The training log of the run folder the checkpoint sits in (``layout.TrainRun``)."""
     from .. import storage
 
     if storage.is_s3(checkpoint):
         bucket, key = storage.split_s3(checkpoint)
         parts = key.split("/")
-        return f"s3://{bucket}/" + "/".join(parts[:-2] + ["train_log.csv"])
-    return str(Path(checkpoint).expanduser().parent.parent / "train_log.csv")
+        return f"s3://{bucket}/" + "/".join(parts[:-2] + [TrainRun.LOG])
+    return str(TrainRun(Path(checkpoint).expanduser().parent.parent).log)
 
 
 def evaluate(cfg: Config, data: str, checkpoint: str, out: str, train_log: str | None = None,
@@ -478,7 +472,7 @@ def evaluate(cfg: Config, data: str, checkpoint: str, out: str, train_log: str |
     train_log = train_log or default_train_log(checkpoint)
     if explicit_log and not storage.exists(train_log):
         raise UserError(f"{train_log}: training log not found")
-    device_ = resolve_device(device or cfg.evaluate.device)
+    device_ = resolve_device(device or cfg.evaluate.device, "evaluate.device")
     with contextlib.ExitStack() as stack:
         local_data = stack.enter_context(storage.local_input(data))
         local_ckpt = stack.enter_context(storage.local_input(checkpoint))

@@ -71,13 +71,13 @@ class InceptionFeatures(torch.nn.Module):
 
     def __init__(self, path: str | Path):
         super().__init__()
-        from ..checkpoint import file_sha256
+        from ..utils import sha256_file
 
         try:
             self.net = torch.jit.load(str(path), map_location="cpu").eval()
         except Exception as e:
             raise UserError(f"evaluate.inception_weights: {path}: not a TorchScript Inception model ({e})") from None
-        self.version = f"inception/{file_sha256(path)[:16]}"
+        self.version = f"inception/{sha256_file(path)[:16]}"
 
     @torch.inference_mode()
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import torch
 
-from .names import METRICS
+from ..layout import Evaluation
+from .specs import METRICS
 
 LOSS_GROUPS = {
     "Generator losses": ["loss_G", "loss_G_A", "loss_G_B", "loss_cycle_A", "loss_cycle_B",
@@ -51,7 +52,7 @@ def png_bytes(image: torch.Tensor) -> bytes:
 
 # -- training log -----------------------------------------------------------------------
 def read_train_log(path: Path | None) -> dict[str, list[float]]:
-    """Columns of the trainer's train_log.csv as float lists; {} when there is none."""
+    """Columns of the trainer's training log as float lists; {} when there is none."""
     if path is None or not Path(path).is_file():
         return {}
     with open(path, newline="") as f:
@@ -121,14 +122,14 @@ def loss_charts(log: dict[str, list[float]]) -> list[str]:
 
 
 # -- DVC plot files ---------------------------------------------------------------------
-def write_plots(folder: Path, metrics: dict, log: dict[str, list[float]]) -> list[Path]:
-    """plots/losses.csv (iteration + loss columns) and plots/metrics.csv, plots/metrics.json
-    (metric, checkpoint, identity) for ``dvc plots``."""
-    folder.mkdir(parents=True, exist_ok=True)
+def write_plots(files: Evaluation, metrics: dict, log: dict[str, list[float]]) -> list[Path]:
+    """The loss curves (iteration + loss columns) and the metrics against their identity
+    baselines (metric, checkpoint, identity; CSV and JSON) for ``dvc plots``."""
+    files.plots.mkdir(parents=True, exist_ok=True)
     written = []
     loss_columns = [c for names in LOSS_GROUPS.values() for c in names if c in log]
     if log.get("iteration") and loss_columns:
-        path = folder / "losses.csv"
+        path = files.losses_plot
         with open(path, "w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(["iteration", *loss_columns])
@@ -137,14 +138,14 @@ def write_plots(folder: Path, metrics: dict, log: dict[str, list[float]]) -> lis
         written.append(path)
     rows = [{"metric": name, "checkpoint": metrics[name], "identity": metrics.get(f"baseline_{name}")}
             for name in METRICS if isinstance(metrics.get(name), (int, float)) and f"baseline_{name}" in metrics]
-    path = folder / "metrics.csv"
+    path = files.metrics_plot
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, ["metric", "checkpoint", "identity"])
         writer.writeheader()
         writer.writerows(rows)
     written.append(path)
-    (folder / "metrics.json").write_text(json.dumps(rows, indent=1))
-    written.append(folder / "metrics.json")
+    files.metrics_plot_json.write_text(json.dumps(rows, indent=1))
+    written.append(files.metrics_plot_json)
     return written
 
 
@@ -162,9 +163,10 @@ def _fmt(value) -> str:
 def metrics_table(metrics: dict) -> str:
     rows = ['<table id="metrics"><thead><tr><th>metric</th><th>checkpoint</th><th>identity baseline</th>'
             '<th>better</th><th>meaning</th></tr></thead><tbody>']
-    for name, (description, better) in METRICS.items():
+    for name, spec in METRICS.items():
         if name not in metrics:
             continue
+        description, better = spec.meaning, spec.better or ""
         cls = "num" if not isinstance(metrics[name], str) else "text"
         rows.append(f'<tr><td><code>{name}</code></td><td class="{cls}">{_fmt(metrics[name])}</td>'
                     f'<td class="num">{_fmt(metrics.get(f"baseline_{name}"))}</td><td>{better}</td>'

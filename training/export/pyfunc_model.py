@@ -6,8 +6,9 @@ both at once by construction, so the aliases can never point at halves of differ
 
 This file is logged as "model from code" (``mlflow.models.set_model``), so loading the model
 needs MLflow, numpy and onnxruntime only: no torch, no pickled classes, no ``training``
-package. The graphs sit in the model's ``artifacts/`` folder as ``G_AtoB.onnx`` and
-``G_BtoA.onnx``, which is also where ``cyclegan serve models:/NAME@champion`` finds them.
+package. The two exported graphs sit in the model's ``artifacts/`` folder under the artifact
+keys ``G_AtoB`` and ``G_BtoA``; ``cyclegan serve models:/NAME@champion`` finds them there by
+their metadata.
 
 Input: float32 NCHW images in [-1, 1], any height and width: padded inside to the generator's
 size multiple and minimum side (read from the graph's metadata), cropped back, by the rule of

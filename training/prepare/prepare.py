@@ -34,7 +34,8 @@ from .. import storage
 from ..config import PrepareConfig
 from ..errors import UserError
 from . import sources
-from .manifest import FORMAT, MANIFEST, SPLITS, dumps, hash_entries, sha256_bytes
+from ..utils import sha256_bytes
+from .manifest import FORMAT, MANIFEST, SPLITS, dumps, hash_entries
 
 # Parameters that change how the work runs but not what it writes: kept out of the manifest.
 RUN_ONLY_PARAMS = ("workers", "cache_dir")
@@ -273,7 +274,7 @@ def prepare(cfg: PrepareConfig, source: str | None, out: str, progress: bool = T
             entries, actions = _place(candidates, results, skipped, tmp, staging, cfg)
             _check_domains(entries, skipped, candidates, src)
             staging.rmdir()
-            params = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in RUN_ONLY_PARAMS}
+            params = cfg.model_dump(exclude=set(RUN_ONLY_PARAMS))
             params["source"] = source
             manifest = {
                 "format": FORMAT,

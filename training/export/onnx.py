@@ -1,7 +1,7 @@
 """Export both generators of a checkpoint to verified, self-describing ONNX models.
 
-``OUT/G_AtoB.onnx`` is the checkpoint's G_A and ``OUT/G_BtoA.onnx`` its G_B (the same
-mapping as ``cyclegan translate --checkpoint``). Each is one file (no external data),
+The AtoB model is the checkpoint's G_A and the BtoA model its G_B (the same mapping as
+``cyclegan translate --checkpoint``; file names in ``layout.Export``). Each is one file (no external data),
 opset >= 18, with a dynamic batch, height and width; its ``metadata_props`` say how to
 feed it (normalisation, layout, size multiple) and where it came from (checkpoint hash).
 
@@ -22,10 +22,8 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import logging
 import math
-import os
 import time
 import warnings
 from pathlib import Path
@@ -34,33 +32,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from .config import Config, ExportConfig
-from .errors import UserError
+from ..config import Config, ExportConfig
+from ..errors import UserError
+from ..layout import DIRECTIONS, Export
+from ..models.registry import generator_spec
+from ..utils import atomic_write_json
 
-FILES = {"AtoB": "G_AtoB.onnx", "BtoA": "G_BtoA.onnx"}
 NORMALISATION = "input and output in [-1, 1]: x = pixel / 127.5 - 1, pixel = (y + 1) * 127.5"
 UINT8_NORMALISATION = "uint8 pixels in and out; the [-1, 1] normalisation is inside the graph"
-
-
-def variant_name(direction: str, variant: str = "fp32") -> str:
-    """``G_AtoB.onnx``, ``G_AtoB_uint8.onnx``, ``G_AtoB_int8.onnx``."""
-    stem = Path(FILES[direction]).stem
-    return f"{stem}.onnx" if variant == "fp32" else f"{stem}_{variant}.onnx"
-
-
-def min_size(netG: str) -> int:
-    """Smallest side the generator accepts: the ResNet's 1-pixel reflection pads at a
-    quarter of the size need 2 pixels there, so 8; a U-Net needs its full multiple."""
-    return size_multiple(netG) if netG.startswith("unet") else 2 * size_multiple(netG)
-
-
-def size_multiple(netG: str) -> int:
-    """Sides the generator keeps: resnet halves twice (4); a U-Net of depth d needs 2**d."""
-    if netG == "unet_128":
-        return 128
-    if netG == "unet_256":
-        return 256
-    return 4
 
 
 class Uint8Generator(nn.Module):
@@ -181,12 +160,12 @@ def compare_with_torch(path: Path, net: nn.Module, shapes: list[tuple[int, int, 
 
 # --- int8 ---------------------------------------------------------------------------------
 
-def _load_images(paths: list[Path], channels: int, multiple: int) -> list[np.ndarray]:
+def _load_images(paths: list[Path], channels: int, multiple: int, min_size: int) -> list[np.ndarray]:
     """Images as float 1 x C x H x W in [-1, 1], padded like the serving path."""
     from PIL import Image
 
-    from .data.transforms import to_tensor
-    from .translate import pad_to_multiple
+    from ..data.transforms import to_tensor
+    from ..translate import pad_to_multiple
 
     arrays = []
     for path in paths:
@@ -195,13 +174,13 @@ def _load_images(paths: list[Path], channels: int, multiple: int) -> list[np.nda
                 x = to_tensor(img, channels).unsqueeze(0)
         except Exception as e:
             raise UserError(f"{path}: cannot read image ({e})") from None
-        arrays.append(pad_to_multiple(x, multiple)[0].numpy())
+        arrays.append(pad_to_multiple(x, multiple, min_size)[0].numpy())
     return arrays
 
 
 def _domain_images(data: Path, cfg: Config, domain: str, phase: str, limit: int) -> list[Path]:
     """Images of the generator's input domain; ``domain`` is the checkpoint's A or B side."""
-    from .data.dataset import list_images
+    from ..data.dataset import list_images
 
     folders = {"A": "A", "B": "B"}
     if cfg.data.direction == "BtoA":  # the trainer swapped the folders
@@ -279,7 +258,7 @@ def export(checkpoint: str, out: str, cfg: ExportConfig, data: str | None = None
     The models are written to a temporary folder that replaces ``out`` only when every
     model passed verification (``storage.local_output``).
     """
-    from .storage import local_input, local_output
+    from ..storage import local_input, local_output
 
     if cfg.quantize and data is None:
         raise UserError("export.quantize: needs --data DIR (trainA/trainB calibrate, testA/testB measure PSNR)")
@@ -289,7 +268,7 @@ def export(checkpoint: str, out: str, cfg: ExportConfig, data: str | None = None
         folder = stack.enter_context(local_output(out))
         report = export_generators(local_ckpt, folder, cfg, local_data, progress)
         report["checkpoint"] = str(checkpoint)
-        (folder / "verify.json").write_text(json.dumps(report, indent=2) + "\n")
+        atomic_write_json(Export(folder).verify, report)
     return report
 
 
@@ -299,46 +278,49 @@ def export_generators(checkpoint: str | Path, folder: str | Path, cfg: ExportCon
     returns verify.json's content. A failed verification raises UserError."""
     from tqdm import tqdm
 
-    from .checkpoint import file_sha256, load_generators
+    from ..engine.checkpoint import load_generators
+    from ..utils import sha256_file
 
     checkpoint, folder = Path(checkpoint), Path(folder)
+    files = Export(folder)
     if cfg.quantize and data is None:
         raise UserError("export.quantize: needs --data DIR (trainA/trainB calibrate, testA/testB measure PSNR)")
     if data is not None and not Path(data).is_dir():
         raise UserError(f"{data}: data folder not found")
     G_A, G_B, train_cfg = load_generators(checkpoint, "cpu")
-    sha = file_sha256(checkpoint)
-    multiple = size_multiple(train_cfg.model.netG)
+    sha = sha256_file(checkpoint)
+    generator = generator_spec(train_cfg.model.netG)
+    multiple = generator.size_multiple
     shapes = verification_shapes(cfg, multiple)
     report: dict = {"checkpoint": str(checkpoint), "checkpoint_sha256": sha, "opset": cfg.opset,
                     "tolerance": cfg.tolerance, "models": {}}
-    steps = [(d, v) for d in FILES for v in ["fp32"] + ["uint8"] * cfg.uint8_variant + ["int8"] * cfg.quantize]
+    steps = [(d, v) for d in DIRECTIONS for v in ["fp32"] + ["uint8"] * cfg.uint8_variant + ["int8"] * cfg.quantize]
     bar = tqdm(steps, desc="export", unit="model", disable=not progress)
     for direction, variant in bar:
-        bar.set_postfix_str(variant_name(direction, variant))
+        path = files.onnx(direction, variant)
+        bar.set_postfix_str(path.name)
         net, domain = (G_A, "A") if direction == "AtoB" else (G_B, "B")
         c_in, c_out = _channels(net)
-        path = folder / variant_name(direction, variant)
         started = time.perf_counter()
         metadata = {
             "direction": direction, "variant": variant, "training_size": train_cfg.data.crop_size,
-            "size_multiple": multiple, "min_size": min_size(train_cfg.model.netG),
+            "size_multiple": multiple, "min_size": generator.min_size,
             "netG": train_cfg.model.netG, "ngf": train_cfg.model.ngf, "channels_in": c_in, "channels_out": c_out,
             "source_checkpoint": checkpoint.name, "source_checkpoint_sha256": sha,
             "padding": "reflect bottom/right to the size multiple (and min_size), crop back",
         }
         if variant == "int8":
             calibration = _load_images(_domain_images(Path(data), train_cfg, domain, "train", cfg.calibration_images),
-                                       c_in, multiple)
+                                       c_in, multiple, generator.min_size)
             if not calibration:
                 raise UserError(f"{data}: no training images of domain {domain} to calibrate int8")
-            quantize_int8(folder / variant_name(direction), path, calibration)
+            quantize_int8(files.onnx(direction), path, calibration)
             finish_model(path, {**metadata, "layout": "NCHW", "dtype": "float32", "normalisation": NORMALISATION})
             check_model(path)
             test = _domain_images(Path(data), train_cfg, domain, "test", cfg.psnr_images)
             split = "test" if test else "train"
-            images = _load_images(test, c_in, multiple) if test else calibration
-            entry = int8_report(folder / variant_name(direction), path, images)
+            images = _load_images(test, c_in, multiple, generator.min_size) if test else calibration
+            entry = int8_report(files.onnx(direction), path, images)
             entry["psnr_split"] = split
         else:
             layout = "NCHW" if variant == "fp32" else "NHWC"
@@ -358,6 +340,6 @@ def export_generators(checkpoint: str | Path, folder: str | Path, cfg: ExportCon
             entry = compare_with_torch(path, module, shapes, c_in, layout, tolerance)
             entry["opset"] = opset
         entry.update({"direction": direction, "variant": variant, "bytes": path.stat().st_size,
-                      "sha256": file_sha256(path), "seconds": round(time.perf_counter() - started, 2)})
+                      "sha256": sha256_file(path), "seconds": round(time.perf_counter() - started, 2)})
         report["models"][path.name] = entry
     return report

@@ -23,22 +23,11 @@ import json
 from pathlib import Path
 
 from .. import storage
+from ..utils import sha256_file
 
 MANIFEST = "manifest.json"
 FORMAT = 1
 SPLITS = ("trainA", "trainB", "testA", "testB")
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def dumps(manifest: dict) -> bytes:

@@ -9,18 +9,16 @@ refuses NumPy arrays and dataclasses):
 """
 from __future__ import annotations
 
-import hashlib
-import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from .config import Config, config_from_dict
-from .errors import UserError
+from ..config import Config, config_from_dict
+from ..errors import UserError
+from ..utils import atomic_path
 
 FORMAT = "cyclegan-checkpoint/1"
 
@@ -28,18 +26,8 @@ FORMAT = "cyclegan-checkpoint/1"
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
     """Save to a temporary file beside ``path``, fsync, then rename over it, so a kill at
     any moment leaves either the old file or the new one, never a torn one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def rng_state() -> dict:
@@ -90,7 +78,7 @@ def checkpoint_config(state: dict, path: str | Path = "checkpoint") -> Config:
 
 def load_generators(path: str | Path, device: str | torch.device = "cpu"):
     """(G_A, G_B, config) in eval mode from a trainer checkpoint, for translate/evaluate/export."""
-    from .networks import build_generator
+    from ..models.registry import build_generator
 
     state = load_checkpoint(path)
     cfg = checkpoint_config(state, path)
@@ -106,11 +94,3 @@ def load_generators(path: str | Path, device: str | torch.device = "cpu"):
             raise UserError(f"{path}: generator {name} does not match its stored config ({str(e)[:200]})") from None
         nets.append(net.to(device).eval())
     return nets[0], nets[1], cfg
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

@@ -21,10 +21,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .config import Config, TrainConfig
-from .errors import UserError
+from ..config import Config, TrainConfig
+from ..errors import UserError
 from .losses import cycle_loss, discriminator_loss, gan_loss, gradient_penalty, identity_loss
-from .networks import build_discriminator, build_generator
+from .registry import build_discriminator, build_generator
 from .pool import ImagePool
 
 LOSS_NAMES = ("G", "G_A", "G_B", "cycle_A", "cycle_B", "idt_A", "idt_B", "D_A", "D_B")

@@ -20,15 +20,16 @@ match the chosen architecture is a ``UserError`` listing the offending keys.
 from __future__ import annotations
 
 import json
-import os
-import re
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from .config import Config, config_from_dict
-from .errors import UserError
+from ..config import Config, config_from_dict
+from ..errors import UserError
+from ..layout import TrainRun
+from ..models.registry import LOADER_MULTIPLE, authors_flags, authors_layout, size_multiple
+from ..utils import atomic_path, atomic_write_text
 
 DIRECTIONS = ("AtoB", "BtoA")
 SLOT = {"AtoB": "G_A", "BtoA": "G_B"}
@@ -77,37 +78,6 @@ def drop_instance_norm_stats(state: dict[str, torch.Tensor], net: nn.Module) -> 
     return dropped
 
 
-def _flags(netG: str, ngf: int, batch: bool = False, dropout: bool = False) -> str:
-    return f"--netG {netG} --ngf {ngf}" + (" --norm batch" if batch else "") + (" --dropout" if dropout else "")
-
-
-def guess_architecture(state: dict[str, torch.Tensor]) -> str | None:
-    """The import flags that fit the keys of an authors' generator, if recognisable.
-
-    Instance norm and no norm leave the same keys; batch norm adds its own weights.
-    Dropout shows in a ResNet's keys (it shifts the block's second conv) but not in a U-Net's.
-    """
-    keys = set(state)
-    if "model.1.weight" in keys and state["model.1.weight"].dim() == 4:
-        blocks = {int(m.group(1)) for k in keys if (m := re.match(r"model\.(\d+)\.conv_block\.", k))}
-        if not blocks:
-            return None
-        # with dropout a block is [pad, conv, norm, relu, dropout, pad, conv, norm]: conv_block.6 is a conv
-        dropout = any(k.endswith(".conv_block.6.weight") and v.dim() == 4 for k, v in state.items())
-        return _flags(f"resnet_{len(blocks)}blocks", state["model.1.weight"].shape[0], "model.2.weight" in keys,
-                      dropout)
-    if "model.model.0.weight" in keys:
-        # Level k's own parameters are named with k + 1 "model" parts:
-        # model.model.0.weight (outermost), model.model.1.model.1.weight, ...
-        levels = max(k.split(".").count("model") for k in keys) - 1
-        ngf = state["model.model.0.weight"].shape[0]
-        name = {7: "unet_128", 8: "unet_256"}.get(levels)
-        if name is None:
-            return f"a U-Net of {levels} levels (ngf {ngf}), which is neither unet_128 nor unet_256"
-        return _flags(name, ngf, "model.model.1.model.2.weight" in keys)
-    return None
-
-
 def _listing(keys: list[str]) -> str:
     shown = ", ".join(keys[:MAX_LISTED])
     return shown + (f", ... ({len(keys) - MAX_LISTED} more)" if len(keys) > MAX_LISTED else "")
@@ -136,8 +106,8 @@ def load_authors_generator(path: str | Path, cfg: Config) -> tuple[nn.Module, di
 
     Returns (generator in eval mode, info: path, input_nc, output_nc, dropped keys, sha256).
     """
-    from .checkpoint import file_sha256
-    from .networks import build_generator
+    from ..utils import sha256_file
+    from ..models.registry import build_generator
 
     state = read_state_dict(path)
     with torch.device("meta"):  # only its layout is needed: no memory, no initialisation
@@ -158,13 +128,13 @@ def load_authors_generator(path: str | Path, cfg: Config) -> tuple[nn.Module, di
             problems.append(f"unexpected keys ({len(unexpected)}): {_listing(unexpected)}")
         if shapes:
             problems.append(f"shape mismatches ({len(shapes)}): {_listing(shapes)}")
-        guess = guess_architecture(state)
+        guess = authors_layout(state)
         m = cfg.model
-        asked = _flags(m.netG, m.ngf, m.norm == "batch", not m.no_dropout and m.netG.startswith("resnet"))
+        asked = authors_flags(m.netG, m.ngf, m.norm == "batch", not m.no_dropout and m.netG.startswith("resnet"))
         hint = f"; the file looks like {guess}" if guess and guess != asked else ""
         raise UserError(f"{path}: does not match {describe_model(cfg)}: " + "; ".join(problems) + hint)
     net.load_state_dict(state)
-    info = {"path": str(path), "sha256": file_sha256(path), "input_nc": net_channels(net)[0],
+    info = {"path": str(path), "sha256": sha256_file(path), "input_nc": net_channels(net)[0],
             "output_nc": net_channels(net)[1], "dropped_keys": len(dropped)}
     return net.eval(), info
 
@@ -179,20 +149,22 @@ def net_channels(net: nn.Module) -> tuple[int, int]:
 def import_config(cfg: Config, netG: str, ngf: int, norm: str, dropout: bool) -> Config:
     """``cfg`` with the model flags of the import applied and validated.
 
-    A U-Net only takes sides that are multiples of 128 or 256; when the params' crop size
-    is not one, the stored training size becomes that multiple (the authors' size).
+    A generator with a size multiple the loader does not round to (a U-Net: 128 or 256) only
+    takes such sides; when the params' crop size is not one, the stored training size becomes
+    that multiple (the authors' size).
     """
     raw = cfg.to_dict()
     raw["model"].update(netG=netG, ngf=ngf, norm=norm, no_dropout=not dropout)
-    multiple = {"unet_128": 128, "unet_256": 256}.get(netG)
-    if multiple and raw["data"]["crop_size"] % multiple:
+    multiple = size_multiple(netG)
+    if LOADER_MULTIPLE % multiple and raw["data"]["crop_size"] % multiple:
         raw["data"]["crop_size"] = multiple
         raw["data"]["load_size"] = max(raw["data"]["load_size"], multiple)
     return config_from_dict(raw, "import flags")
 
 
 def import_generators(files: dict[str, str | Path], cfg: Config, out: str | Path, overwrite: bool = False) -> dict:
-    """Write ``out/checkpoints/latest.pt`` (+ ``out/config.json``) from the authors' files.
+    """Write the latest checkpoint and config of a run folder ``out`` (``layout.TrainRun``)
+    from the authors' files.
 
     ``files`` maps a direction (``AtoB``, ``BtoA``) to its ``.pth``; at least one. ``cfg``
     carries the architecture (``model.*``) and the rest of the configuration to store. An
@@ -200,7 +172,7 @@ def import_generators(files: dict[str, str | Path], cfg: Config, out: str | Path
     Domain A has the AtoB generator's input channels; the stored config says so with
     ``data.direction = AtoB`` and ``data.input_nc``/``output_nc`` read from the weights.
     """
-    from .checkpoint import FORMAT, atomic_torch_save, load_generators
+    from .checkpoint import FORMAT, load_generators
 
     unknown = [d for d in files if d not in DIRECTIONS]
     if unknown or not files:
@@ -232,8 +204,8 @@ def import_generators(files: dict[str, str | Path], cfg: Config, out: str | Path
         raw["train"]["lambda_identity"] = 0.0  # the identity loss needs equal channel counts
     cfg = config_from_dict(raw, "import")
 
-    out = Path(out)
-    path = out / "checkpoints" / "latest.pt"
+    run = TrainRun(out)
+    path = run.latest
     if path.exists() and not overwrite:
         raise UserError(f"{path}: already exists; choose another --out or pass --force to replace it")
     state = {
@@ -245,20 +217,9 @@ def import_generators(files: dict[str, str | Path], cfg: Config, out: str | Path
     }
     # Check the written file loads the way translate/export/serve load it before it takes
     # the final name, so a failed import never replaces a good checkpoint.
-    staging = path.with_name(f".{path.name}.importing")
-    atomic_torch_save(state, staging)
-    try:
+    with atomic_path(path) as staging:
+        torch.save(state, staging)
         load_generators(staging)
-    except BaseException:
-        staging.unlink(missing_ok=True)
-        raise
-    os.replace(staging, path)
-    _atomic_write_text(out / "config.json", json.dumps(cfg.to_dict(), indent=2))
+    atomic_write_text(run.config, json.dumps(cfg.to_dict(), indent=2))
     return {"checkpoint": str(path), "netG": cfg.model.netG, "ngf": cfg.model.ngf, "norm": cfg.model.norm,
             "input_nc": nc_a, "output_nc": nc_b, "imported": infos}
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

@@ -1,10 +1,9 @@
-"""The U-Net generators and the 1x1 PixelGAN discriminator, laid out like the authors' modules.
+"""The U-Net generators, laid out like the authors' modules.
 
 Module and parameter names match the authors' ``UnetGenerator`` /
 ``UnetSkipConnectionBlock`` (``model.model.0.weight``, ``model.model.1.model.1.weight``,
-...) and ``PixelDiscriminator`` (``net.N...``), so their ``.pth`` state dicts load as they
-are. At ngf = 64 with batch norm (pix2pix's setting) the generators have 41,828,992
-(``unet_128``) and 54,414,016 (``unet_256``) parameters, as the authors' code prints.
+...), so their ``.pth`` state dicts load as they are. At ngf = 64 with batch norm (pix2pix's
+setting) the generators have 41,828,992 (``unet_128``) and 54,414,016 (``unet_256``) parameters, as the authors' code prints.
 
 A U-Net of ``num_downs`` levels halves the image ``num_downs`` times, down to 1x1 at its
 nominal size (128 or 256), so both sides must be multiples of ``2 ** num_downs``; the
@@ -15,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .networks import _conv_bias, norm_layer
+from .layers import conv_bias, norm_layer
 
 
 class UnetSkipConnectionBlock(nn.Module):
@@ -34,7 +33,7 @@ class UnetSkipConnectionBlock(nn.Module):
                  norm: str = "batch", dropout: bool = False):
         super().__init__()
         self.outermost = outermost
-        make_norm, bias = norm_layer(norm), _conv_bias(norm)
+        make_norm, bias = norm_layer(norm), conv_bias(norm)
         input_nc = outer_nc if input_nc is None else input_nc
         downconv = nn.Conv2d(input_nc, inner_nc, kernel_size=4, stride=2, padding=1, bias=bias)
         if outermost:
@@ -97,25 +96,3 @@ class UnetGenerator(nn.Module):
 def _is_exporting() -> bool:
     is_exporting = getattr(torch.compiler, "is_exporting", None)
     return bool(is_exporting and is_exporting())
-
-
-class PixelDiscriminator(nn.Module):
-    """PixelGAN: three 1x1 convs, so each output judges one pixel (its colour statistics).
-
-    Output: N x 1 x H x W, one score per input pixel. With instance or batch norm (in
-    training mode) the normalisation statistics still mix pixels; the convolutions do not.
-    """
-
-    def __init__(self, input_nc: int = 3, ndf: int = 64, norm: str = "batch"):
-        super().__init__()
-        make_norm, bias = norm_layer(norm), _conv_bias(norm)
-        self.net = nn.Sequential(
-            nn.Conv2d(input_nc, ndf, kernel_size=1, stride=1, padding=0),
-            nn.LeakyReLU(0.2, True),
-            nn.Conv2d(ndf, ndf * 2, kernel_size=1, stride=1, padding=0, bias=bias),
-            make_norm(ndf * 2),
-            nn.LeakyReLU(0.2, True),
-            nn.Conv2d(ndf * 2, 1, kernel_size=1, stride=1, padding=0, bias=bias))
-
-    def forward(self, x):
-        return self.net(x)

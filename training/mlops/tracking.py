@@ -1,16 +1,16 @@
 """MLflow tracking: one run per pipeline run, and each step adds its own part to it.
 
 How the run travels
-  The train step opens the run and writes its id to ``<train out>/mlflow_run_id``. That file
+  The train step opens the run and writes its id into the train folder (``TrainRun.run_id``). That file
   is part of the train output (a DVC out, the KFP Model artifact), so every later step finds
   the run through it (``--run-id-file``). Nothing else is shared between steps.
 
-What each step logs (``cyclegan register --log-train/--log-evaluate/--log-export``)
-  train     every parameter (``config.json``, flattened to ``section.key``); per-epoch mean
-            losses and the learning rate from ``train_log.csv`` (step = epoch); the sample
-            grids as images (``samples/*.png``, step = iteration); lineage tags
-  evaluate  ``metrics.json`` as metrics (text values such as the test manifest hash as tags);
-            ``metrics.json``, ``report/``, ``grids/`` and ``plots/`` as artifacts
+What each step logs (``cyclegan track train|evaluate|export``; folder names in ``layout``)
+  train     every parameter (the run's config, flattened to ``section.key``); per-epoch mean
+            losses and the learning rate from the training log (step = epoch); the sample
+            grids as images (step = iteration); lineage tags
+  evaluate  the metrics as metrics (text values such as the test manifest hash as tags);
+            the metrics file, report, grids and plots as artifacts
   export    the model: one pyfunc carrying both ONNX graphs (``pyfunc_model.py``), with a
             signature and an input example; ``verify.json`` as an artifact
   register  ``decision.json`` of the promotion gate (``registry.py``)
@@ -43,14 +43,16 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from .config import Config
-from .errors import UserError
+from ..config import Config
+from ..errors import UserError
+from ..layout import Evaluation, Export, TrainRun
+from ..utils import atomic_write_text, sha256_file
 
-RUN_ID_FILE = "mlflow_run_id"
 MODEL_NAME_IN_RUN = "model"        # the logged model's name inside the run
-ONNX_FILES = ("G_AtoB.onnx", "G_BtoA.onnx")
-GENERATORS_FILE = "generators.pt"  # generator-only checkpoint inside the model, for re-evaluation
 LOSS_PREFIX = "loss_"
+# The registered model's code, logged by path ("model from code"): each version keeps its own
+# copy, so versions logged before a change of this file still load as they were.
+PYFUNC_MODEL = str(Path(__file__).parents[1] / "export" / "pyfunc_model.py")
 MAX_SAMPLE_IMAGES = 50             # sample grids logged as images (evenly spaced over the run)
 
 log = logging.getLogger(__name__)
@@ -119,7 +121,7 @@ def manifest_sha256(data_dir: str | Path | None) -> str | None:
     if data_dir is None:
         return None
     path = Path(data_dir) / "manifest.json"
-    return _file_sha256(path) if path.is_file() else None
+    return sha256_file(path) if path.is_file() else None
 
 
 def lineage_tags(cfg: Config, data_dir: str | Path | None = None) -> dict[str, str]:
@@ -140,26 +142,12 @@ def lineage_tags(cfg: Config, data_dir: str | Path | None = None) -> dict[str, s
 
 # -- small helpers ----------------------------------------------------------------------------
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def files_sha256(paths: list[Path]) -> str:
     """One hash over several files' names and contents (order-independent)."""
     h = hashlib.sha256()
     for path in sorted(paths, key=lambda p: p.name):
-        h.update(path.name.encode() + b"\0" + _file_sha256(path).encode())
+        h.update(path.name.encode() + b"\0" + sha256_file(path).encode())
     return h.hexdigest()
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def flatten_config(config: dict[str, Any]) -> dict[str, str]:
@@ -231,17 +219,17 @@ def read_run_id(run_id_file: str | Path) -> str:
 
 
 def open_run(cfg: Config, train_dir: str | Path, data_dir: str | Path | None = None) -> str:
-    """The run of this pipeline run: the one recorded in ``train_dir/mlflow_run_id`` when it
+    """The run of this pipeline run: the one recorded in ``train_dir``'s run id file when it
     still exists in the store, else a new one whose id is written there."""
     mlc = client(cfg)
-    id_file = Path(train_dir) / RUN_ID_FILE
+    id_file = TrainRun(train_dir).run_id
     if id_file.exists():
         run_id = id_file.read_text().strip()
         if run_id and _run_exists(mlc, run_id):
             return run_id
     Path(train_dir).mkdir(parents=True, exist_ok=True)
     run = mlc.create_run(experiment_id(mlc, cfg), tags=lineage_tags(cfg, data_dir))
-    _write_atomic(id_file, run.info.run_id + "\n")
+    atomic_write_text(id_file, run.info.run_id + "\n")
     return run.info.run_id
 
 
@@ -263,7 +251,7 @@ def resolve_run(cfg: Config, run_id_file: str | Path | None, train_dir: str | Pa
                 tracking_uri(cfg))
     new = mlc.create_run(exp_id, tags={**lineage_tags(cfg), "cyclegan.replaces": run_id}).info.run_id
     train_dir = Path(train_dir) if train_dir else Path(run_id_file).parent
-    if (train_dir / "train_log.csv").exists():
+    if TrainRun(train_dir).log.exists():
         log_train_part(cfg, new, train_dir)
     return new
 
@@ -285,10 +273,11 @@ def log_train_part(cfg: Config, run_id: str, train_dir: Path, data_dir: str | Pa
     from mlflow.entities import Metric
 
     mlc = client(cfg)
-    config_path, log_path = train_dir / "config.json", train_dir / "train_log.csv"
+    run = TrainRun(train_dir)
+    config_path, log_path = run.config, run.log
     inputs = [p for p in (config_path, log_path) if p.exists()]
     if not inputs:
-        raise UserError(f"{train_dir}: no config.json or train_log.csv (not a train output folder)")
+        raise UserError(f"{train_dir}: no {config_path.name} or {log_path.name} (not a train output folder)")
     marker = files_sha256(inputs)
     if _logged_marker(mlc, run_id, "train") == marker:
         return
@@ -308,15 +297,14 @@ def log_train_part(cfg: Config, run_id: str, train_dir: Path, data_dir: str | Pa
         mlc.log_artifact(run_id, str(log_path), "train")
     if config_path.exists():
         mlc.log_artifact(run_id, str(config_path), "train")
-    _log_samples(mlc, run_id, train_dir / "samples")
+    _log_samples(mlc, run_id, run.sample_files())
     mlc.set_tag(run_id, "cyclegan.logged.train", marker)
 
 
-def _log_samples(mlc, run_id: str, folder: Path) -> None:
-    """Sample grids as MLflow images (step = iteration, from ``iter_NNNNNNN.png``)."""
+def _log_samples(mlc, run_id: str, paths: list[Path]) -> None:
+    """Sample grids as MLflow images (step = the iteration in the file name)."""
     from PIL import Image
 
-    paths = sorted(folder.glob("*.png")) if folder.is_dir() else []
     if len(paths) > MAX_SAMPLE_IMAGES:  # evenly spaced, always keeping the last one
         step = len(paths) / MAX_SAMPLE_IMAGES
         paths = [paths[int(i * step)] for i in range(MAX_SAMPLE_IMAGES - 1)] + [paths[-1]]
@@ -345,11 +333,12 @@ def numeric_metrics(metrics: dict[str, Any]) -> dict[str, float]:
 
 
 def log_evaluate(cfg: Config, run_id: str, eval_dir: str | Path) -> None:
-    """Metrics of ``metrics.json`` and the report, grids and plot files."""
+    """The metrics and the report, grids and plot files of an evaluation folder."""
     from mlflow.entities import Metric
 
     eval_dir = Path(eval_dir)
-    metrics_path = eval_dir / "metrics.json"
+    files = Evaluation(eval_dir)
+    metrics_path = files.metrics
     metrics = read_metrics(metrics_path)
     mlc = client(cfg)
     marker = files_sha256([metrics_path])
@@ -362,15 +351,14 @@ def log_evaluate(cfg: Config, run_id: str, eval_dir: str | Path) -> None:
         if isinstance(value, str):
             mlc.set_tag(run_id, f"eval.{key}", value[:5000])
     mlc.log_artifact(run_id, str(metrics_path), "evaluation")
-    for sub in ("report", "grids", "plots"):
-        if (eval_dir / sub).is_dir():
-            mlc.log_artifacts(run_id, str(eval_dir / sub), f"evaluation/{sub}")
+    for folder in (files.report_dir, files.grids, files.plots):
+        if folder.is_dir():
+            mlc.log_artifacts(run_id, str(folder), f"evaluation/{folder.name}")
     mlc.set_tag(run_id, "cyclegan.logged.evaluate", marker)
 
 
 def onnx_paths(export_dir: str | Path) -> list[Path]:
-    export_dir = Path(export_dir)
-    paths = [export_dir / name for name in ONNX_FILES]
+    paths = Export(export_dir).onnx_pair()
     missing = [p.name for p in paths if not p.is_file()]
     if missing:
         raise UserError(f"{export_dir}: missing {', '.join(missing)} (run cyclegan export first)")
@@ -380,7 +368,7 @@ def onnx_paths(export_dir: str | Path) -> list[Path]:
 def slim_checkpoint(checkpoint: str | Path, out: Path) -> Path:
     """The generators and config of a trainer checkpoint, without discriminators, optimizer
     and RNG state: what ``checkpoint.load_generators`` (and so ``cyclegan evaluate``) reads."""
-    from .checkpoint import atomic_torch_save, load_checkpoint
+    from ..engine.checkpoint import atomic_torch_save, load_checkpoint
 
     state = load_checkpoint(checkpoint)
     atomic_torch_save({"format": state["format"], "config": state["config"],
@@ -406,10 +394,10 @@ def log_export(cfg: Config, run_id: str, export_dir: str | Path, checkpoint: str
     tags = mlc.get_run(run_id).data.tags
     if tags.get("cyclegan.onnx_sha256") == digest and tags.get("cyclegan.model_uri"):
         return tags["cyclegan.model_uri"]
-    artifacts = {p.stem: str(p) for p in paths}   # kept as artifacts/G_AtoB.onnx, artifacts/G_BtoA.onnx
+    artifacts = {p.stem: str(p) for p in paths}   # keys G_AtoB, G_BtoA: what pyfunc_model.py loads
     tmp = tempfile.TemporaryDirectory(prefix="cyclegan-export-")
     if checkpoint is not None:
-        artifacts["generators"] = str(slim_checkpoint(checkpoint, Path(tmp.name) / GENERATORS_FILE))
+        artifacts["generators"] = str(slim_checkpoint(checkpoint, Path(tmp.name) / Export.GENERATORS))
     import warnings
 
     signature, example = _signature_and_example(paths[0])
@@ -419,7 +407,7 @@ def log_export(cfg: Config, run_id: str, export_dir: str | Path, checkpoint: str
         warnings.filterwarnings("ignore", message=".*type hints.*")
         info = mlflow.pyfunc.log_model(
             name=MODEL_NAME_IN_RUN,
-            python_model=str(Path(__file__).with_name("pyfunc_model.py")),
+            python_model=PYFUNC_MODEL,
             artifacts=artifacts,
             signature=signature, input_example=example,
             pip_requirements=_pip_requirements(),

@@ -186,7 +186,7 @@ def _open_local(path: Path, name: str, kind: str) -> Source:
         return Source(kind=kind, name=name, root=path, files=files, skipped=skipped)
     if path.is_file() and zipfile.is_zipfile(path):
         files, skipped, links = list_zip(path)
-        from .manifest import sha256_file
+        from ..utils import sha256_file
 
         return Source(kind=kind, name=name, root=path, files=files, skipped=skipped, targets=links,
                       archive_sha256=sha256_file(path))

@@ -1,11 +1,11 @@
 """The training loop: data, steps, logs, sample grids, checkpoints and exact resume.
 
-Outputs under ``out``:
-  checkpoints/latest.pt      full state, rewritten every ``save_latest_freq`` iterations and each epoch
-  checkpoints/epoch_N.pt     kept every ``save_epoch_freq`` epochs and at the end
-  train_log.csv              one row per ``log_every`` iterations (window means of the losses)
-  samples/iter_NNNNNNN.png   real A | fake B | rec A | real B | fake A | rec B
-  config.json                the effective configuration
+Outputs under ``out`` (names in ``layout.TrainRun``):
+  latest checkpoint     full state, rewritten every ``save_latest_freq`` iterations and each epoch
+  epoch checkpoints     kept every ``save_epoch_freq`` epochs and at the end
+  training log (CSV)    one row per ``log_every`` iterations (window means of the losses)
+  sample grids (PNG)    real A | fake B | rec A | real B | fake A | rec B
+  config                the effective configuration
 
 Under ``torchrun --nproc_per_node N`` every process trains on its share of each epoch
 (DistributedDataParallel averages the gradients) and only rank 0 writes anything.
@@ -29,14 +29,17 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 
 from .checkpoint import FORMAT, atomic_torch_save, load_checkpoint, rng_state, set_rng_state
-from .config import Config, config_from_dict
-from .cyclegan import LOSS_NAMES, CycleGAN, TrainingStep
-from .data.dataset import EpochSampler, UnalignedDataset
-from .errors import UserError
+from ..config import Config, config_from_dict
+from ..models.cyclegan import LOSS_NAMES, CycleGAN, TrainingStep
+from ..data.dataset import EpochSampler, UnalignedDataset
+from ..errors import UserError
+from ..layout import TrainRun
+from ..utils import atomic_path, atomic_write_text, resolve_device
 from .schedule import build_scheduler, step_scheduler
 
 # Settings that change how a run is watched, not what it computes; "auto" resumes across them.
@@ -45,15 +48,6 @@ RESUME_IGNORED = {"data.num_workers", "train.device", "train.log_every", "train.
 RESUME_MODES = ("exact", "auto")
 
 LOG_FIELDS = ["epoch", "iteration", *[f"loss_{n}" for n in LOSS_NAMES], "lr", "it_per_s", "time"]
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"train.device: {name!r} requested but CUDA is not available")
-    return device
 
 
 def distributed_setup(device_name: str) -> tuple[int, int, str]:
@@ -102,7 +96,7 @@ class Trainer:
         self.cfg, self.data, self.out = cfg, Path(data), Path(out)
         self.rank, self.world_size, device = distributed_setup(device or cfg.train.device)
         self.is_main = self.rank == 0   # only the main process logs, samples and checkpoints
-        self.device = resolve_device(device)
+        self.device = resolve_device(device, "train.device")
         configure_backends(cfg, self.device)
         self.dataset = UnalignedDataset(self.data, cfg.data, "train")
         torch.manual_seed(cfg.train.seed)   # the same initial weights in every process
@@ -113,15 +107,15 @@ class Trainer:
         self.sched_D = build_scheduler(self.step.opt_D, cfg.train)
         self.epoch, self.epoch_iter, self.global_iter = 0, 0, 0
         self._data_hash: str | None = None
-        self.ckpt_dir = self.out / "checkpoints"
-        self.log_path = self.out / "train_log.csv"
+        self.run = TrainRun(self.out)
+        self.log_path = self.run.log
 
     # -- state ------------------------------------------------------------------------
     @property
     def data_hash(self) -> str:
         """sha256 over the training images (manifest entries, or the files themselves)."""
         if self._data_hash is None:
-            from .data.manifest import manifest_hash
+            from ..prepare.manifest import manifest_hash
 
             self._data_hash = manifest_hash(self.data, ("trainA", "trainB"))
         return self._data_hash
@@ -176,13 +170,13 @@ class Trainer:
             atomic_torch_save(self.state_dict(), path)
 
     def resume(self, mode: str = "exact") -> bool:
-        """Continue from checkpoints/latest.pt; False when training starts over instead.
+        """Continue from the run's latest checkpoint; False when training starts over instead.
 
         See the module docstring for the two modes.
         """
         if mode not in RESUME_MODES:
             raise UserError(f"--resume: unknown mode {mode!r}; use one of {', '.join(RESUME_MODES)}")
-        path = self.ckpt_dir / "latest.pt"
+        path = self.run.latest
         if not path.exists():
             return False
         state = load_checkpoint(path)
@@ -227,11 +221,12 @@ class Trainer:
         return reasons
 
     def start_over(self) -> None:
-        """Remove a previous run's checkpoints, samples and log from OUT (main process only)."""
+        """Remove a previous run's checkpoints, samples, log and MLflow run id from OUT (main
+        process only)."""
         if not self.is_main:
             return
-        stale = [self.log_path, *self.ckpt_dir.glob("latest.pt"), *self.ckpt_dir.glob("epoch_*.pt"),
-                 *(self.out / "samples").glob("iter_*.png")]
+        run = self.run
+        stale = [run.log, run.latest, *run.epochs(), *run.sample_files(), run.run_id]
         stale = [p for p in stale if p.exists()]
         for p in stale:
             p.unlink()
@@ -248,15 +243,20 @@ class Trainer:
         self._write_log(rows, mode="w")
 
     def _write_log(self, rows: list[dict], mode: str = "a") -> None:
-        new = mode == "w" or not self.log_path.exists()
-        tmp = self.log_path.with_suffix(".csv.tmp") if mode == "w" else self.log_path
-        with open(tmp, mode, newline="") as f:
+        if mode == "w":
+            with atomic_path(self.log_path) as tmp:
+                self._write_rows(tmp, rows, "w")
+        else:
+            self._write_rows(self.log_path, rows, "a")
+
+    @staticmethod
+    def _write_rows(path: Path, rows: list[dict], mode: str) -> None:
+        new = mode == "w" or not path.exists()
+        with open(path, mode, newline="") as f:
             writer = csv.DictWriter(f, LOG_FIELDS)
             if new:
                 writer.writeheader()
             writer.writerows(rows)
-        if mode == "w":
-            os.replace(tmp, self.log_path)
 
     # -- loop -------------------------------------------------------------------------
     def _loader(self, start: int):
@@ -278,9 +278,8 @@ class Trainer:
         cfg = self.cfg.train
         if self.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
-            (self.out / "config.json").write_text(json.dumps(self.cfg.to_dict(), indent=2))
+            atomic_write_text(self.run.config, json.dumps(self.cfg.to_dict(), indent=2))
         progress = progress and self.is_main
-        samples = self.out / "samples"
         total_iters = self.total_epochs * self.iters_per_epoch
         bar = tqdm(total=total_iters, initial=self.global_iter, disable=not progress, unit="it",
                    dynamic_ncols=True, desc="train")
@@ -306,9 +305,9 @@ class Trainer:
                                         f"D_A {last['loss_D_A']:.3f} D_B {last['loss_D_B']:.3f}")
                     window, window_n, window_t = None, 0, time.perf_counter()
                 if cfg.sample_every > 0 and self.global_iter % cfg.sample_every == 0 and self.is_main:
-                    self._save_sample(result.visuals, samples)
+                    self._save_sample(result.visuals)
                 if cfg.save_latest_freq > 0 and self.global_iter % cfg.save_latest_freq == 0:
-                    self.save(self.ckpt_dir / "latest.pt")
+                    self.save(self.run.latest)
             if window_n:
                 last = self._log(window / window_n, window_n / (time.perf_counter() - window_t))
                 window, window_n, window_t = None, 0, time.perf_counter()
@@ -317,14 +316,14 @@ class Trainer:
             step_scheduler(self.sched_D, mean_G)
             self.epoch += 1
             self.epoch_iter = 0
-            self.save(self.ckpt_dir / "latest.pt")
+            self.save(self.run.latest)
             if self.epoch % max(cfg.save_epoch_freq, 1) == 0 or self.epoch == self.total_epochs:
-                self.save(self.ckpt_dir / f"epoch_{self.epoch}.pt")
+                self.save(self.run.epoch(self.epoch))
         bar.close()
         if cfg.sample_every > 0 and "result" in locals() and self.is_main:
-            self._save_sample(result.visuals, samples)
+            self._save_sample(result.visuals)
         return {"epochs": self.epoch, "iterations": self.global_iter, **last,
-                "checkpoint": str(self.ckpt_dir / "latest.pt")}
+                "checkpoint": str(self.run.latest)}
 
     def _log(self, means: torch.Tensor, it_per_s: float) -> dict:
         values = means.tolist()  # the one host sync per logging window
@@ -336,22 +335,19 @@ class Trainer:
             self._write_log([row])
         return row
 
-    def _save_sample(self, visuals, folder: Path) -> None:
-        from .data.transforms import save_image
+    def _save_sample(self, visuals) -> None:
+        from ..data.transforms import save_image
 
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"iter_{self.global_iter:07d}.png"
-        tmp = folder / f".{path.name}.tmp.png"
-        save_image(sample_grid(visuals), tmp)
-        os.replace(tmp, path)
-
+        with atomic_path(self.run.sample(self.global_iter), fsync=False) as tmp:
+            save_image(sample_grid(visuals), tmp, format="PNG")
 
 def train(cfg: Config, data: str | Path, out: str | Path, resume: bool | str = False, device: str | None = None,
-          progress: bool = True) -> dict:
+          progress: bool = True, on_start: Callable[[], None] | None = None) -> dict:
     """Train a CycleGAN on ``data`` (trainA/trainB) into ``out``; see the module docstring.
 
     ``resume``: False starts over, True or "exact" continues OUT's run exactly (or fails),
-    "auto" continues only when that equals starting over.
+    "auto" continues only when that equals starting over. ``on_start`` runs on the main
+    process once OUT holds only this run (e.g. to open its MLflow run).
     """
     trainer = Trainer(cfg, data, out, device)
     mode = "exact" if resume is True else resume
@@ -362,6 +358,8 @@ def train(cfg: Config, data: str | Path, out: str | Path, resume: bool | str = F
         dist.barrier()   # every rank has read the checkpoint before rank 0 may remove it
     if not resumed:
         trainer.start_over()
+    if on_start is not None and trainer.is_main:
+        on_start()
     summary = trainer.train(progress=progress)
     if trainer.world_size > 1:
         import torch.distributed as dist

@@ -22,85 +22,21 @@ of events (promoted, demoted, rolled back, restored) with UTC times and the user
 from __future__ import annotations
 
 import json
-import math
 import os
 import tempfile
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from . import tracking
-from .config import Config, RegisterConfig
-from .errors import UserError
+from ..config import Config
+from ..errors import UserError
+from ..layout import Evaluation, Export, Registration
+from ..utils import atomic_write_json
+from .gate import decide
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 TRAIL_MAX_CHARS = 5000   # MLflow's limit on a tag value
-
-
-# -- the gate (pure) --------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Rule:
-    lower_is_better: bool
-    margin: float
-    floor: float | None = None
-
-
-def rule_for(name: str, rc: RegisterConfig) -> Rule:
-    if name.startswith("kid_"):
-        return Rule(True, rc.kid_margin)
-    if name.startswith("cycle_psnr_"):
-        return Rule(False, rc.psnr_margin)
-    if "domain_success_" in name:
-        return Rule(False, rc.success_margin, rc.min_domain_success)
-    raise UserError(f"register.gate_metrics: {name!r} has no gate rule")
-
-
-def decide(challenger: dict[str, Any], champion: dict[str, Any] | None, rc: RegisterConfig) -> dict[str, Any]:
-    """Metric by metric: may the challenger replace the champion?
-
-    kid_*: challenger <= champion + kid_margin. cycle_psnr_*: challenger >= champion - psnr_margin.
-    *domain_success_*: challenger >= champion - success_margin, and >= min_domain_success.
-    Without a champion only the absolute floors apply. A missing or non-finite value fails.
-    """
-    rows = []
-    for name in rc.gate_metrics:
-        rule = rule_for(name, rc)
-        value = _finite(challenger.get(name))
-        champ = _finite(champion.get(name)) if champion is not None else None
-        threshold, checks, text = None, [], []
-        if champion is not None:
-            if champ is None:
-                threshold = None
-                text.append("champion has no value: compared on floors only")
-            elif rule.lower_is_better:
-                threshold = champ + rule.margin
-                checks.append(value is not None and value <= threshold)
-                text.append(f"<= champion + {rule.margin:g}")
-            else:
-                threshold = champ - rule.margin
-                checks.append(value is not None and value >= threshold)
-                text.append(f">= champion - {rule.margin:g}")
-        if rule.floor is not None:
-            checks.append(value is not None and value >= rule.floor)
-            text.append(f">= {rule.floor:g} (floor)")
-            if threshold is None or (not rule.lower_is_better and rule.floor > threshold):
-                threshold = rule.floor
-        if value is None:
-            checks.append(False)
-            text.append("challenger value missing")
-        rows.append({"metric": name, "challenger": value, "champion": champ, "threshold": threshold,
-                     "rule": "; ".join(text) or "no champion: nothing to compare",
-                     "passed": all(checks)})
-    return {"metrics": rows, "passed": all(r["passed"] for r in rows)}
-
-
-def _finite(value) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None
 
 
 # -- registry helpers -------------------------------------------------------------------------
@@ -203,27 +139,20 @@ def reevaluate(cfg: Config, mv, data_dir: str | Path) -> dict[str, Any]:
     its verified ONNX graphs)."""
     import mlflow
 
-    from .evaluation.evaluate import evaluate
+    from ..evaluation.evaluate import evaluate
 
     uri = f"models:/{cfg.register.model_name}/{mv.version}"
     with tempfile.TemporaryDirectory(prefix="champion-") as tmp:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))
-        found = sorted(local.rglob(tracking.GENERATORS_FILE))
+        found = sorted(local.rglob(Export.GENERATORS))
         if not found:
-            raise UserError(f"{uri}: carries no {tracking.GENERATORS_FILE}, so it cannot be re-evaluated on the "
+            raise UserError(f"{uri}: carries no {Export.GENERATORS}, so it cannot be re-evaluated on the "
                             "new test set (it was logged without --checkpoint)")
         summary = evaluate(cfg, str(data_dir), str(found[0]), str(Path(tmp) / "eval"), progress=False)
         return dict(summary["metrics"])
 
 
 # -- the command's library calls --------------------------------------------------------------
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)
-
 
 def register(cfg: Config, export_dir: str | Path, metrics_path: str | Path, *, promote: bool = False,
              run_id_file: str | Path | None = None, data_dir: str | Path | None = None,
@@ -239,7 +168,7 @@ def register(cfg: Config, export_dir: str | Path, metrics_path: str | Path, *, p
     run_id = tracking.resolve_run(cfg, run_id_file)
     mlc = tracking.client(cfg)
     eval_dir = Path(metrics_path).parent
-    if (eval_dir / "metrics.json").resolve() == Path(metrics_path).resolve():
+    if Evaluation(eval_dir).metrics.resolve() == Path(metrics_path).resolve():
         tracking.log_evaluate(cfg, run_id, eval_dir)
     model_uri = tracking.log_export(cfg, run_id, export_dir, checkpoint)
     name = cfg.register.model_name
@@ -284,8 +213,8 @@ def register(cfg: Config, export_dir: str | Path, metrics_path: str | Path, *, p
         "metrics": gate["metrics"],
     }
     mlc.set_model_version_tag(name, version, "gate_verdict", decision["verdict"])
-    out_path = Path(out) / "decision.json"
-    write_json_atomic(out_path, decision)
+    out_path = Registration(out).decision
+    atomic_write_json(out_path, decision)
     mlc.log_artifact(run_id, str(out_path))
     tracking.end_run(cfg, run_id)
     return decision
@@ -307,7 +236,7 @@ def rollback(cfg: Config, out: str | Path | None = None) -> dict[str, Any]:
     result = {"model_name": name, "action": "rolled back", "from_version": str(current.version),
               "champion_after": previous, "at": _now(), "by": _user()}
     if out is not None:
-        write_json_atomic(Path(out) / "rollback.json", result)
+        atomic_write_json(Registration(out).rollback, result)
     return result
 
 

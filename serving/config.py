@@ -1,0 +1,62 @@
+"""The ``serve:`` section of ``params.yaml``: ONNX Runtime, batching and HTTP limits.
+
+It lives here, not in the training package, because the server runs without torch and
+without ``training`` (the serve image has neither). ``load_serve_config`` validates the section
+as ``cyclegan serve`` received it (``--params`` with ``--set serve.KEY=VALUE`` applied): an
+unknown key, a wrong type or a bad value is a one-line ``ServingError`` naming the key.
+"""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import ServingError
+
+CONTENT_TYPES = ("image/png", "image/jpeg", "image/webp")   # what the server decodes
+
+
+class ServeConfig(BaseModel):
+    """``cyclegan serve`` / ``translate --model``: ONNX Runtime, batching, HTTP limits."""
+    model_config = ConfigDict(extra="forbid", strict=True, validate_assignment=True)
+
+    host: str = Field("127.0.0.1", description="address to bind; 0.0.0.0 inside a container")
+    port: int = Field(8080, gt=0)
+    provider: Literal["cpu", "cuda", "tensorrt"] = Field(
+        "cpu", description="ONNX Runtime execution provider; a requested GPU provider that is missing is an error")
+    variant: Literal["fp32", "int8", "uint8"] = Field("fp32", description="which exported model to serve")
+    threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads; 0 = one per physical core")
+    max_batch_size: int = Field(8, gt=0, description="dynamic batching: most images per model call")
+    max_batch_delay_ms: float = Field(5.0, ge=0, description="dynamic batching: longest wait for a batch to fill")
+    max_upload_bytes: int = Field(20_000_000, gt=0, description="/v1/translate request body limit")
+    max_infer_bytes: int = Field(200_000_000, gt=0, description="/v2/models/*/infer request body limit")
+    max_pixels: int = Field(16_777_216, gt=0, description="per image, checked from the header before decoding")
+    content_types: list[str] = Field(default_factory=lambda: list(CONTENT_TYPES),
+                                     description="accepted upload types")
+    model_name: str = Field("cyclegan", description="models are served as <model_name>-AtoB and <model_name>-BtoA")
+    graceful_timeout_s: float = Field(30.0, ge=0, description="on SIGTERM, finish in-flight requests for this long")
+
+    @field_validator("content_types")
+    @classmethod
+    def _decodable(cls, types: list[str]) -> list[str]:
+        unknown = sorted(set(types) - set(CONTENT_TYPES))
+        if unknown or not types:
+            raise ValueError(f"{unknown or 'empty'} (the server decodes {', '.join(CONTENT_TYPES)})")
+        return types
+
+
+def load_serve_config(section: dict[str, Any] | None, source: str = "params") -> ServeConfig:
+    """Validate the raw ``serve:`` section; missing keys keep their defaults."""
+    if section is None:
+        section = {}
+    if not isinstance(section, dict):
+        raise ServingError(f"{source}: section 'serve' must be a mapping")
+    try:
+        return ServeConfig.model_validate(section)
+    except ValidationError as error:
+        e = error.errors(include_url=False)[0]
+        where = "serve." + ".".join(str(p) for p in e["loc"])
+        if e["type"] == "extra_forbidden":
+            raise ServingError(f"{source}: unknown key '{where}'") from None
+        shown = "" if e["type"].startswith("value_error") else f", got {e.get('input')!r}"
+        raise ServingError(f"{source}: {where}: {e['msg'].removeprefix('Value error, ')}{shown}") from None

@@ -1,0 +1,6 @@
+"""MLflow: one tracking run per pipeline run, the model registry and the promotion gate.
+
+  tracking.py  the run: opened by train, each step logs its part (``cyclegan track``)
+  registry.py  register a version as challenger, promote to champion, roll back, status
+  gate.py      the pure decision: challenger against champion, metric by metric
+"""
