@@ -1,42 +1,44 @@
-"""Shared fixtures: tiny generated image folders, a loopback S3 server, the repo root."""
+"""Shared fixtures: tiny generated image folders, a loopback S3 server, the CLI's environment.
+Plain helpers (paths, image makers) are in tests/helpers/.
+
+Markers: ``slow`` (end-to-end runs that train or run a pipeline; every test under tests/e2e/
+is slow): `pytest -m "not slow"` runs the rest in a few minutes. ``reference`` needs
+../shared/bench/reference_cyclegan.py; under CI=true its absence fails those tests.
+"""
 from __future__ import annotations
 
 import os
 import socket
-import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
-TESTS_PROFILE = ROOT / "profiles" / "tests.yaml"
-CYCLEGAN = [sys.executable, "-m", "training.cli"]
+from helpers import REFERENCE, cli_env as _cli_env, make_data
+
+E2E = Path(__file__).parent / "e2e"
 
 
-def make_images(folder: Path, count: int, size=(40, 40), seed: int = 0, fmt: str = "png") -> list[Path]:
-    """``count`` random RGB images of ``size`` (w, h) in ``folder``."""
-    from PIL import Image
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if E2E in Path(item.fspath).parents:
+            item.add_marker(pytest.mark.slow)
 
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    paths = []
-    for i in range(count):
-        array = (rng.random((size[1], size[0], 3)) * 255).astype("uint8")
-        path = folder / f"img_{i:03d}.{fmt}"
-        Image.fromarray(array).save(path)
-        paths.append(path)
-    return paths
+
+def pytest_runtest_setup(item):
+    """Tests marked ``reference`` need the authors' step beside the repo. On a developer's
+    machine without ../shared they skip, saying why; in CI a missing file is a failure, never
+    a silent skip."""
+    if item.get_closest_marker("reference") and not REFERENCE.is_file():
+        message = f"{REFERENCE} is missing (../shared must sit beside the repository)"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
 
 
 @pytest.fixture
 def tiny_data(tmp_path) -> Path:
     """trainA 6 / trainB 5 / testA 3 / testB 3 random 40x40 images."""
-    root = tmp_path / "data"
-    for i, (name, n) in enumerate((("trainA", 6), ("trainB", 5), ("testA", 3), ("testB", 3))):
-        make_images(root / name, n, seed=i)
-    return root
+    return make_data(tmp_path / "data")
 
 
 def _free_port() -> int:
@@ -86,6 +88,4 @@ def s3_env(s3_server, monkeypatch):
 @pytest.fixture
 def cli_env():
     """Environment for running ``python -m training.cli`` in a subprocess from the repo root."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    return env
+    return _cli_env()
