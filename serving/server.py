@@ -4,6 +4,9 @@ Readiness turns true only after every session ran once. On SIGTERM/SIGINT the se
 reports not-ready at once (so a load balancer stops sending), stops accepting
 connections, lets requests in flight finish for up to ``serve.graceful_timeout_s`` and
 drains the batch queues before exiting.
+
+Connections go through :mod:`serving.connections` (header and body deadlines, a
+connection cap).
 """
 from __future__ import annotations
 
@@ -34,6 +37,7 @@ def load_app(model_uri: str, cfg: ServeConfig, tracking_uri: str | None = None):
 def serve(model_uri: str, cfg: ServeConfig, tracking_uri: str | None = None) -> None:
     import uvicorn
 
+    from .connections import guarded_protocol
     from .logs import setup_logging
 
     setup_logging(os.environ.get("CYCLEGAN_LOG_LEVEL", "INFO"))
@@ -47,7 +51,10 @@ def serve(model_uri: str, cfg: ServeConfig, tracking_uri: str | None = None) -> 
             app.state.ready = False  # readiness fails from now on; requests in flight finish
             super().handle_exit(sig, frame)
 
-    config = uvicorn.Config(app, host=cfg.host, port=cfg.port, log_config=None, access_log=False,
+    cut = app.state.metrics.connections_cut
+    protocol = guarded_protocol(cfg.header_timeout_s, cfg.body_timeout_s, cfg.max_connections,
+                                on_cut=lambda reason: cut.labels(reason).inc())
+    config = uvicorn.Config(app, host=cfg.host, port=cfg.port, http=protocol, log_config=None, access_log=False,
                             timeout_graceful_shutdown=cfg.graceful_timeout_s, lifespan="on",
                             server_header=False)
     log.info("listening", extra={"fields": {"url": f"http://{cfg.host}:{cfg.port}"}})

@@ -171,6 +171,9 @@ class ServeConfig:
     content_types: list[str] = field(default_factory=lambda: ["image/png", "image/jpeg", "image/webp"])
     model_name: str = "cyclegan"       # served as <model_name>-AtoB and <model_name>-BtoA
     graceful_timeout_s: float = 30.0   # on SIGTERM: stop accepting, finish requests for this long
+    header_timeout_s: float = 10.0     # a request's headers must be complete this long after it starts, else 408
+    body_timeout_s: float = 60.0       # its whole body must arrive this long after its headers, else 408
+    max_connections: int = 256         # open connections; one more is answered 503 and closed at once
 
 
 @dataclass
@@ -392,7 +395,8 @@ def _validate_export_serve(cfg: Config) -> None:
     for key in ("tolerance", "calibration_images", "psnr_images"):
         if getattr(cfg.export, key) < 0:
             raise UserError(f"export.{key}: must not be negative")
-    for key in ("port", "max_batch_size", "max_upload_bytes", "max_infer_bytes", "max_pixels"):
+    for key in ("port", "max_batch_size", "max_upload_bytes", "max_infer_bytes", "max_pixels", "header_timeout_s",
+                "body_timeout_s", "max_connections"):
         if getattr(cfg.serve, key) <= 0:
             raise UserError(f"serve.{key}: must be positive")
     for key in ("threads", "max_batch_delay_ms", "graceful_timeout_s"):
