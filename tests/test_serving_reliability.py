@@ -248,3 +248,65 @@ def test_client_leaving_mid_upload_is_a_499_logged_once_without_traceback(health
     about_it = [r for r in records if r.get("path") == "/v1/translate" or r["level"] == "error"]
     assert len(about_it) == 1, about_it
     assert about_it[0]["status"] == 499 and about_it[0]["level"] == "info" and "disconnected" in about_it[0]["error"]
+
+
+# -- issue 13 item 11: NaN and Infinity ----------------------------------------------------------------------
+
+def strict_json(data: bytes):
+    """json.loads that refuses NaN/Infinity, as JSON parsers other than Python's do."""
+    def refuse(token):
+        raise ValueError(f"{token} is not JSON")
+
+    return json.loads(data, parse_constant=refuse)
+
+
+def binary_request(x: np.ndarray, binary_output: bool = False) -> dict:
+    blob = x.astype(np.float32).tobytes()
+    header = {"inputs": [{"name": "input", "shape": list(x.shape), "datatype": "FP32",
+                          "parameters": {"binary_data_size": len(blob)}}]}
+    if binary_output:
+        header["outputs"] = [{"name": "output", "parameters": {"binary_data": True}}]
+    head = json.dumps(header).encode()
+    return {"content": head + blob, "headers": {"Inference-Header-Content-Length": str(len(head)),
+                                                 "Content-Type": "application/octet-stream"}}
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity"])
+@pytest.mark.parametrize("form", ["json", "binary"])
+def test_non_finite_input_is_a_400_naming_the_input(healthy, value, form):
+    import httpx
+
+    x = np.zeros((1, 3, 8, 8), dtype=np.float32)
+    x[0, 1, 2, 3] = float(value.replace("Infinity", "inf"))
+    if form == "json":  # as Python's json.dumps writes it
+        data = ", ".join(value if np.isnan(v) or np.isinf(v) else "0.0" for v in x.ravel())
+        kwargs = {"content": '{"inputs": [{"name": "input", "shape": [1, 3, 8, 8], "datatype": "FP32", '
+                             f'"data": [{data}]}}]}}'}
+    else:
+        kwargs = binary_request(x)
+    r = httpx.post(f"{healthy.url}/v2/models/cyclegan-AtoB/infer", timeout=PATIENCE_S, **kwargs)
+    assert r.status_code == 400, r.text[:300]
+    error = strict_json(r.content)["error"]
+    assert "inputs[0] (input)" in error and "NaN or Infinity" in error and "1 of 192" in error
+
+
+def test_every_infer_response_is_strict_json(healthy):
+    """Finite input far outside [-1, 1] overflows the network to NaN: the JSON answer must
+    still be JSON (an error naming the output), and the binary answer carries the raw values."""
+    import httpx
+
+    x = np.full((1, 3, 8, 8), 3e38, dtype=np.float32)
+    url = f"{healthy.url}/v2/models/cyclegan-AtoB/infer"
+    as_json = httpx.post(url, json={"inputs": [{"name": "input", "shape": [1, 3, 8, 8], "datatype": "FP32",
+                                                 "data": x.ravel().tolist()}]}, timeout=PATIENCE_S)
+    body = strict_json(as_json.content)
+    assert as_json.status_code == 500 and "outputs[output]" in body["error"] and "binary_data" in body["error"]
+    as_binary = httpx.post(url, timeout=PATIENCE_S, **binary_request(x, binary_output=True))
+    assert as_binary.status_code == 200
+    n = int(as_binary.headers["Inference-Header-Content-Length"])
+    header = strict_json(as_binary.content[:n])
+    assert header["outputs"][0]["parameters"]["binary_data_size"] == 192 * 4 == len(as_binary.content) - n
+    # and an ordinary request still answers in JSON, strictly
+    ok = httpx.post(url, json={"inputs": [{"name": "input", "shape": [1, 3, 8, 8], "datatype": "FP32",
+                                            "data": [0.25] * 192}]}, timeout=PATIENCE_S)
+    assert ok.status_code == 200 and len(strict_json(ok.content)["outputs"][0]["data"]) == 192
