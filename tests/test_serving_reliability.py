@@ -310,3 +310,74 @@ def test_every_infer_response_is_strict_json(healthy):
     ok = httpx.post(url, json={"inputs": [{"name": "input", "shape": [1, 3, 8, 8], "datatype": "FP32",
                                             "data": [0.25] * 192}]}, timeout=PATIENCE_S)
     assert ok.status_code == 200 and len(strict_json(ok.content)["outputs"][0]["data"]) == 192
+
+
+# -- issue 13 item 12: EXIF orientation ----------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def sideways(tmp_path_factory):
+    """(a JPEG stored sideways with EXIF orientation 6, the same pixels upright as a PNG).
+
+    Orientation 6: the stored 40 x 24 (w x h) pixels are shown turned 90 degrees clockwise,
+    24 x 40. Random pixels, so no rotation or flip maps the image onto itself."""
+    from PIL import Image, ImageOps
+
+    folder = tmp_path_factory.mktemp("exif")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation
+    stored = folder / "sideways" / "phone.jpg"
+    stored.parent.mkdir()
+    Image.fromarray(random_image(24, 40, seed=12)).save(stored, quality=95, exif=exif)
+    with Image.open(stored) as img:
+        assert img.size == (40, 24) and img.getexif()[0x0112] == 6
+        upright = ImageOps.exif_transpose(img)   # what the phone shows, decoded from the same JPEG
+    assert upright.size == (24, 40)
+    reference = folder / "upright" / "phone.png"
+    reference.parent.mkdir()
+    upright.save(reference)
+    return stored, reference
+
+
+def _pixels(path) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as img:
+        return np.asarray(img.convert("RGB"))
+
+
+def _assert_upright(got: np.ndarray, expected: np.ndarray) -> None:
+    """The transposed size, and the content turned the right way: the translation of the upright
+    image, which is nothing like the translation turned half round (orientation 8's result)."""
+    assert got.shape == (40, 24, 3)
+    assert np.abs(got.astype(int) - expected.astype(int)).max() <= 1
+    assert np.abs(got.astype(int) - np.rot90(expected, 2).astype(int)).mean() > 5
+
+
+@pytest.mark.parametrize("source", ["model", "checkpoint"])
+def test_exif_orientation_in_cyclegan_translate(exported, sideways, tmp_path, source):
+    """`cyclegan translate --model` (ONNX) and `--checkpoint` (torch)."""
+    from helpers_serving import cli_main
+
+    stored, reference = sideways
+    _, checkpoint, export_dir = exported
+    flag = str(export_dir) if source == "model" else str(checkpoint)
+    for name, image in (("sideways", stored), ("upright", reference)):
+        assert cli_main("translate", f"--{source}", flag, "--direction", "AtoB", "--input", str(image),
+                        "--output", str(tmp_path / name), "--no-progress") == 0
+    # the output keeps the input's name, so the sideways one is written as a JPEG: compare it
+    # with the upright translation written the same way
+    expected = _pixels(io.BytesIO(png_bytes(_pixels(tmp_path / "upright" / "phone.png"), "JPEG")))
+    _assert_upright(_pixels(tmp_path / "sideways" / "phone.jpg"), expected)
+
+
+def test_exif_orientation_in_the_translate_endpoint(healthy, exported, sideways, tmp_path):
+    import httpx
+
+    from serving.translate import translate_model
+
+    stored, reference = sideways
+    r = httpx.post(f"{healthy.url}/v1/translate?direction=AtoB", content=stored.read_bytes(),
+                   headers={"Content-Type": "image/jpeg"}, timeout=PATIENCE_S)
+    assert r.status_code == 200, r.text[:300]
+    translate_model(str(exported[2]), "AtoB", str(reference), str(tmp_path / "upright"), progress=False)
+    _assert_upright(_pixels(io.BytesIO(r.content)), _pixels(tmp_path / "upright" / "phone.png"))
