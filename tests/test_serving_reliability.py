@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import signal
 import socket
 import threading
 import time
@@ -13,7 +14,7 @@ import time
 import numpy as np
 import pytest
 
-from helpers_serving import ServerProcess, shared_export
+from helpers_serving import ServerProcess, free_port, register_export, shared_export
 
 HEADER_TIMEOUT_S, BODY_TIMEOUT_S, MAX_CONNECTIONS = 2.0, 3.0, 6
 GUARDS = ["--set", f"serve.header_timeout_s={HEADER_TIMEOUT_S}", "--set", f"serve.body_timeout_s={BODY_TIMEOUT_S}",
@@ -381,3 +382,60 @@ def test_exif_orientation_in_the_translate_endpoint(healthy, exported, sideways,
     assert r.status_code == 200, r.text[:300]
     translate_model(str(exported[2]), "AtoB", str(reference), str(tmp_path / "upright"), progress=False)
     _assert_upright(_pixels(io.BytesIO(r.content)), _pixels(tmp_path / "upright" / "phone.png"))
+
+
+# -- issue 13 item 13: the models:/ download folder ----------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def registry(exported, tmp_path_factory):
+    """A real SQLite MLflow store with the export registered as cyclegan, alias champion."""
+    root = tmp_path_factory.mktemp("mlflow")
+    uri = f"sqlite:///{root}/mlflow.db"
+    register_export(exported[2], uri, root / "artifacts")
+    return uri
+
+
+def _downloads(tmpdir) -> list:
+    return sorted(tmpdir.glob("cyclegan-cyclegan-v*"))
+
+
+@pytest.mark.parametrize("ending", ["SIGTERM", "SIGINT", "SIGTERM while loading", "port in use"])
+def test_registry_download_is_removed_however_the_server_ends(registry, tmp_path, ending):
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    env = {"MLFLOW_TRACKING_URI": registry, "TMPDIR": str(tmpdir)}
+    holder = None
+    args = []
+    if ending == "port in use":
+        holder = socket.socket()
+        holder.bind(("127.0.0.1", free_port()))
+        holder.listen()
+        args = ["--port", str(holder.getsockname()[1])]   # the last --port wins
+    proc = ServerProcess("models:/cyclegan@champion", tmp_path / "serve.log", *args, extra_env=env)
+    try:
+        if ending == "port in use":
+            status = proc.proc.wait(PATIENCE_S * 4)
+            assert status != 0
+        elif ending == "SIGTERM while loading":
+            deadline = time.monotonic() + PATIENCE_S * 4
+            while not _downloads(tmpdir):   # the download folder exists: the model is being fetched or loaded
+                assert proc.proc.poll() is None and time.monotonic() < deadline, proc.log_path.read_text()[-2000:]
+                time.sleep(0.01)
+            proc.proc.send_signal(signal.SIGTERM)
+            assert proc.proc.wait(PATIENCE_S) == -signal.SIGTERM
+        else:
+            proc.wait_ready(PATIENCE_S * 4)
+            folders = _downloads(tmpdir)
+            assert len(folders) == 1 and list(folders[0].rglob("G_AtoB.onnx")), folders
+            sig = getattr(signal, ending)
+            proc.proc.send_signal(sig)
+            # SIGTERM: the process ends "terminated by SIGTERM", as uvicorn leaves it; SIGINT: the CLI's 130
+            assert proc.proc.wait(PATIENCE_S) == (-signal.SIGTERM if sig == signal.SIGTERM else 130)
+    finally:
+        proc.stop()
+        if holder is not None:
+            holder.close()
+    log = proc.log_path.read_text()
+    if ending == "port in use":  # the model was downloaded and loaded before the bind failed
+        assert "model resolved" in log and str(tmpdir) in log and "address already in use" in log.lower(), log[-2000:]
+    assert _downloads(tmpdir) == [], log[-2000:]
