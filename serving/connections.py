@@ -143,10 +143,14 @@ class GuardedH11Protocol(H11Protocol):
         self.connections.discard(self)  # a refused connection holds no place, and no shutdown waits for it
         message = f"too many connections (serve.max_connections: {self.max_connections})"
         self.transport.write(error_response(503, "Service Unavailable", message))
-        # FIN after the answer; the client's request (if any) is read and dropped meanwhile,
-        # and a client that keeps the socket open is dropped after the header deadline
-        self.transport.write_eof()
-        self.loop.call_later(self.header_timeout, self.transport.close)
+        if self.transport.can_write_eof():
+            # FIN after the answer; the client's request (if any) is read and dropped meanwhile,
+            # so closing does not reset the answer away; a client that keeps the socket open is
+            # dropped after the header deadline
+            self.transport.write_eof()
+            self.loop.call_later(self.header_timeout, self.transport.close)
+        else:  # TLS has no half-close
+            self.transport.close()
         self._report(OVER_CAPACITY)
 
     def _report(self, reason: str, log_it: bool = True, **fields) -> None:
