@@ -37,6 +37,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from .config import ServeConfig
 
@@ -48,6 +49,8 @@ from .session import GeneratorSession
 
 log = logging.getLogger("cyclegan.serving")
 STATIC = Path(__file__).parent / "static"
+# nginx's status for "the client closed the connection before the answer": counted apart from 5xx
+CLIENT_CLOSED = 499
 FORMAT_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
 # the exported model's metadata_props repeated in the model metadata endpoint
 SHOWN_METADATA = ("training_size", "size_multiple", "min_size", "normalisation", "layout", "netG",
@@ -222,6 +225,15 @@ def create_app(sessions: dict[str, GeneratorSession], cfg: ServeConfig | None = 
         log.exception("internal error", extra={"fields": {"path": request.url.path}})
         return error(500, f"internal error: {type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}")
 
+    @app.exception_handler(ClientDisconnect)
+    async def client_gone(request, exc: ClientDisconnect):
+        # The client left before its request was complete, or the connection guard cut it
+        # off at serve.body_timeout_s: nobody reads this answer. It only sets the status the
+        # request is logged and counted with: the client's doing, so no traceback, no 500.
+        cut_off = request.scope.get("state", {}).get("cut_off")
+        request.scope["cyclegan.outcome"] = cut_off or "client disconnected before the request was complete"
+        return Response(status_code=408 if cut_off else CLIENT_CLOSED)
+
     @app.exception_handler(RequestValidationError)
     async def validation_error(request, exc: RequestValidationError):
         first = exc.errors()[0] if exc.errors() else {}
@@ -246,11 +258,13 @@ def create_app(sessions: dict[str, GeneratorSession], cfg: ServeConfig | None = 
             if route != "/metrics":
                 metrics.requests.labels(request.method, route, label, str(status)).inc()
                 metrics.latency.labels(request.method, route).observe(elapsed)
-            if not route.startswith(("/v2/health", "/metrics")):
+            outcome = request.scope.get("cyclegan.outcome")
+            if not route.startswith(("/v2/health", "/metrics")) or outcome:
                 log.info("request", extra={"fields": {
                     "method": request.method, "path": request.url.path, "route": route, "model": label,
                     "status": status, "ms": round(elapsed * 1000, 2),
-                    "client": request.client.host if request.client else None}})
+                    "client": request.client.host if request.client else None,
+                    **({"error": outcome} if outcome else {})}})
 
     def get_model(name: str) -> ServedModel:
         if name not in models:

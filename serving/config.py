@@ -35,6 +35,11 @@ class ServeConfig(BaseModel):
                                      description="accepted upload types")
     model_name: str = Field("cyclegan", description="models are served as <model_name>-AtoB and <model_name>-BtoA")
     graceful_timeout_s: float = Field(30.0, ge=0, description="on SIGTERM, finish in-flight requests for this long")
+    header_timeout_s: float = Field(10.0, gt=0, description="headers complete within this after connecting (or the "
+                                    "last answer), else 408")
+    body_timeout_s: float = Field(60.0, gt=0, description="whole body within this after the headers, else 408; raise "
+                                  "it for big, slow uploads")
+    max_connections: int = Field(256, gt=0, description="open connections at once; one more is answered 503 and closed")
 
     @field_validator("content_types")
     @classmethod

@@ -49,8 +49,11 @@ def crop(x: np.ndarray, size: tuple[int, int], axes: tuple[int, int] = (-2, -1))
 
 
 def image_to_uint8(img, channels: int = 3) -> np.ndarray:
-    """PIL image -> uint8 array H x W x C (RGB, or L for one channel)."""
-    img = img.convert("L" if channels == 1 else "RGB")
+    """PIL image -> uint8 array H x W x C (RGB, or L for one channel), upright: the EXIF
+    orientation (a phone photo stored sideways, tag 6 or 8) is applied, as ``prepare`` does."""
+    from PIL import ImageOps
+
+    img = ImageOps.exif_transpose(img).convert("L" if channels == 1 else "RGB")
     array = np.asarray(img, dtype=np.uint8)
     return array[:, :, None] if array.ndim == 2 else array
 

@@ -18,5 +18,8 @@ class Metrics:
                                     buckets=[b for b in batch_buckets if b <= max_batch_size], registry=self.registry)
         self.inference = Histogram("cyclegan_inference_seconds", "model call duration", ["model"],
                                    buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.connections_cut = Counter("cyclegan_connections_cut", "connections the server cut: header_timeout, "
+                                       "body_timeout (serve.*_timeout_s), over_capacity (serve.max_connections)",
+                                       ["reason"], registry=self.registry)
         self.ready = Gauge("cyclegan_model_ready", "1 when the model is loaded and warmed up", ["model"],
                            registry=self.registry)

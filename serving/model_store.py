@@ -41,12 +41,19 @@ class ModelInfo:
     version: str | None = None
     alias: str | None = None
     run_id: str | None = None
+    download_dir: Path | None = None  # a private temporary download this object owns (models:/ only)
 
     def path(self, direction: str) -> Path:
         if direction not in self.files:
             have = ", ".join(self.files) or "none"
             raise ServingError(f"{self.uri}: has no {direction} generator (found: {have})")
         return self.files[direction]
+
+    def cleanup(self) -> None:
+        """Remove the private download, if any (idempotent). ``cyclegan serve`` calls it on every
+        exit path; the atexit hook only covers a normal interpreter exit."""
+        if self.download_dir is not None:
+            shutil.rmtree(self.download_dir, ignore_errors=True)
 
     def describe(self) -> dict[str, str]:
         """Registry fields for logs and the model metadata endpoint."""
@@ -119,24 +126,32 @@ def resolve_registry(uri: str, variant: str = "fp32", tracking_uri: str | None =
         mv = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version)
     except MlflowException as e:
         raise ServingError(f"{uri}: not found in the MLflow registry at {tracking_uri} ({e.message.splitlines()[0][:200]})") from None
-    if dst is None:  # a private download, removed when the process ends
-        dst = Path(tempfile.mkdtemp(prefix=f"cyclegan-{name}-v{mv.version}-"))
-        atexit.register(shutil.rmtree, dst, ignore_errors=True)
-    dst = Path(dst)
-    dst.mkdir(parents=True, exist_ok=True)
+    private = None
+    if dst is None:  # a private download: removed by ModelInfo.cleanup, else at interpreter exit
+        dst = private = Path(tempfile.mkdtemp(prefix=f"cyclegan-{name}-v{mv.version}-"))
+        atexit.register(shutil.rmtree, private, ignore_errors=True)
     try:
-        # The version's own storage location, fetched with our client: mlflow 3.17's models:/
-        # download resolves the name against the process-wide registry URI, not the one given.
-        source = client.get_model_version_download_uri(name, mv.version)
-        with _process_uris(tracking_uri, registry_uri, needed=source.startswith(("models:/", "runs:/"))):
-            local = mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(dst),
-                                                       tracking_uri=tracking_uri, registry_uri=registry_uri)
-    except MlflowException as e:
-        raise ServingError(f"{uri}: cannot download version {mv.version} ({e.message.splitlines()[0][:200]})") from None
-    files = find_models(Path(local), variant)
-    if not files:
-        raise ServingError(f"{uri}: version {mv.version} has no {variant} generator among its artifacts")
-    return ModelInfo(uri=uri, files=files, name=name, version=str(mv.version), alias=alias, run_id=mv.run_id)
+        dst = Path(dst)
+        dst.mkdir(parents=True, exist_ok=True)
+        try:
+            # The version's own storage location, fetched with our client: mlflow 3.17's models:/
+            # download resolves the name against the process-wide registry URI, not the one given.
+            source = client.get_model_version_download_uri(name, mv.version)
+            with _process_uris(tracking_uri, registry_uri, needed=source.startswith(("models:/", "runs:/"))):
+                local = mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(dst),
+                                                           tracking_uri=tracking_uri, registry_uri=registry_uri)
+        except MlflowException as e:
+            raise ServingError(f"{uri}: cannot download version {mv.version} "
+                               f"({e.message.splitlines()[0][:200]})") from None
+        files = find_models(Path(local), variant)
+        if not files:
+            raise ServingError(f"{uri}: version {mv.version} has no {variant} generator among its artifacts")
+    except BaseException:  # a failed download, or a signal turned into an exception meanwhile
+        if private is not None:
+            shutil.rmtree(private, ignore_errors=True)
+        raise
+    return ModelInfo(uri=uri, files=files, name=name, version=str(mv.version), alias=alias, run_id=mv.run_id,
+                     download_dir=private)
 
 
 @contextlib.contextmanager

@@ -114,6 +114,11 @@ def decode_inputs(header: dict, tail: memoryview) -> dict[str, np.ndarray]:
             if array.size != count:
                 raise ProtocolError(f"{where}.data: {array.size} values for shape {shape} ({count} expected)")
             array = array.reshape(shape)
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
+            # Python's json module reads NaN/Infinity (and binary tensors may carry them), but they
+            # are no image, and a NaN in would come back as a literal NaN that is not JSON
+            bad = np.count_nonzero(~np.isfinite(array))
+            raise ProtocolError(f"{where}: {bad} of {array.size} values are NaN or Infinity (finite values only)")
         arrays[name] = array
     if offset != len(tail):
         raise ProtocolError(f"request body: {len(tail) - offset} binary bytes not claimed by any input")
@@ -147,7 +152,13 @@ def encode_response(model_name: str, model_version: str, request_id: str | None,
     response = {"model_name": model_name, "model_version": model_version, "outputs": entries}
     if request_id is not None:
         response["id"] = request_id
-    head = json.dumps(response, separators=(",", ":")).encode()
+    try:  # strict JSON: Python would write NaN/Infinity, which no JSON parser reads
+        head = json.dumps(response, separators=(",", ":"), allow_nan=False).encode()
+    except ValueError:
+        bad = [e["name"] for e in entries if "data" in e and not np.isfinite(outputs[e["name"]]).all()]
+        raise ProtocolError(f"outputs[{', '.join(bad)}]: the model produced NaN or Infinity, which JSON cannot "
+                            "carry (inputs far outside [-1, 1]?); ask for binary_data to get the raw values",
+                            500) from None
     if not blobs:
         return head, {"Content-Type": "application/json"}
     return b"".join([head, *blobs]), {"Content-Type": "application/octet-stream", HEADER_LENGTH: str(len(head))}

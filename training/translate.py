@@ -54,7 +54,7 @@ def resolve_inputs(input_path: str | Path) -> tuple[list[Path], Path]:
 def translate_checkpoint(checkpoint: str | Path, direction: str, input_path: str | Path, output: str | Path,
                          device: str = "cpu", progress: bool = True) -> list[Path]:
     """Translate a file or folder with the checkpoint's G_A (AtoB) or G_B (BtoA)."""
-    from PIL import Image
+    from PIL import Image, ImageOps
     from tqdm import tqdm
 
     from .engine.checkpoint import load_generators
@@ -70,8 +70,8 @@ def translate_checkpoint(checkpoint: str | Path, direction: str, input_path: str
     written = []
     for path in tqdm(images, desc=f"translate {direction}", unit="img", disable=not progress):
         try:
-            with Image.open(path) as img:
-                x = to_tensor(img, channels).unsqueeze(0).to(device)
+            with Image.open(path) as img:  # upright, as prepare and the ONNX path read it (EXIF orientation)
+                x = to_tensor(ImageOps.exif_transpose(img), channels).unsqueeze(0).to(device)
         except Exception as e:
             raise UserError(f"{path}: cannot read image ({e})") from None
         y = translate_tensor(generator, x)[0]
