@@ -9,8 +9,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .commands import (evaluate, export, import_pth, params, pipeline, prepare, register, serve, steps, summary,
-                       track, train, translate)
+from .commands import args as shared_args
+from .commands import (evaluate, export, import_pth, params, pipeline, prepare, register, serve, steps, summary, track,
+                       train, translate)
 from .errors import UserError
 
 # name: (module, one-line help), in the order of the pipeline
@@ -31,26 +32,12 @@ COMMANDS = {
 }
 
 
-def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """--params and --set, shared by every subcommand."""
-    parser.add_argument("--params", default="params.yaml",
-                        help="YAML params file (default: params.yaml; defaults apply if it is absent)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                        help="override one parameter, e.g. --set train.n_epochs=5 (repeatable)")
-
-
-def load_args_config(args):
-    from .config import load_config
-
-    return load_config(args.params, args.overrides, required=args.params != "params.yaml")
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cyclegan", description="CycleGAN (Zhu et al. 2017) as an MLOps pipeline.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=(module.__doc__ or help_text).strip())
-        add_config_arguments(p)
+        shared_args.add_config_arguments(p)
         module.add_arguments(p)
         p.set_defaults(_run=module.run)
     return parser

@@ -121,8 +121,8 @@ STEPS: tuple[Step, ...] = (
          outputs=(Output(str(REGISTRATION.decision), cache=False),),
          params=("register",),
          code=("training/mlops",),
-         comment="The gate (params.yaml register:) compares the challenger with the champion; decision.json says "
-                 "why, metric by metric."),
+         comment="The gate (params.yaml register:) compares the challenger with the champion; the decision file "
+                 "says why, metric by metric."),
 )
 BY_NAME = {step.name: step for step in STEPS}
 

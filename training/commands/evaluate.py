@@ -1,4 +1,4 @@
-"""Measure a checkpoint on DIR/testA and DIR/testB: metrics.json (documented names, identity
+"""Measure a checkpoint on DIR/testA and DIR/testB: the metrics (documented names, identity
 baselines), grids/, report/index.html and plots/ in --out. Paths may be local or s3://."""
 import json
 
@@ -6,7 +6,7 @@ import json
 def add_arguments(parser):
     parser.add_argument("--data", required=True, help="prepared data folder (testA/, testB/, trainA/, trainB/)")
     parser.add_argument("--checkpoint", required=True, help="trainer checkpoint (.pt)")
-    parser.add_argument("--out", required=True, help="output folder: metrics.json, grids/, report/, plots/")
+    parser.add_argument("--out", required=True, help="output folder: metrics, grids, HTML report, plots (names in training/layout.py)")
     parser.add_argument("--max-images", type=int, default=None,
                         help="test images per domain (default: evaluate.max_images; 0 = all)")
     parser.add_argument("--train-log", default=None,
@@ -17,7 +17,7 @@ def add_arguments(parser):
 
 
 def run(args):
-    from ..cli import load_args_config
+    from .args import load_args_config
     from ..evaluation.evaluate import evaluate
 
     if args.max_images is not None:

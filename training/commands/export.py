@@ -17,7 +17,7 @@ def add_arguments(parser):
 
 
 def run(args):
-    from ..cli import load_args_config
+    from .args import load_args_config
     from ..export.onnx import export
 
     cfg = load_args_config(args)
@@ -29,5 +29,5 @@ def run(args):
         else:
             print(f"{name}: verified, max abs diff {entry['max_abs_diff']:.3g} <= {entry['tolerance']:g} "
                   f"over {len(entry['cases'])} inputs, opset {entry['opset']}")
-    print(f"wrote {len(report['models'])} model(s) and verify.json to {args.out}")
+    print(f"wrote {len(report['models'])} model(s) and the verification report to {args.out}")
     return 0

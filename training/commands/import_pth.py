@@ -28,7 +28,7 @@ def add_arguments(parser):
 
 
 def run(args):
-    from ..cli import load_args_config
+    from .args import load_args_config
     from ..errors import UserError
     from ..engine.import_pth import import_config, import_generators
 

@@ -87,6 +87,7 @@ def run(args):
     import importlib
 
     from ..errors import UserError
+    from ..layout import Registration
 
     # the Kubeflow side is its own package (kfp); the library reaches it by module path only
     runner = importlib.import_module("pipeline.run")
@@ -103,7 +104,9 @@ def run(args):
         if not args.local:
             raise UserError("run: add --local (or use 'submit --host URL' for a cluster)")
         result = runner.run_local(_arguments(args), args.pipeline_root, document)
-        decisions = sorted(Path(result["pipeline_root"]).glob("*/register/decision/decision.json"),
+        # kfp.local keeps each task's output artifact under <root>/<run>/<task>/<output name>/
+        name = Registration("").decision.name
+        decisions = sorted(Path(result["pipeline_root"]).glob(f"*/register/decision/{name}"),
                            key=lambda p: p.stat().st_mtime)
         if decisions:
             decision = json.loads(decisions[-1].read_text())

@@ -18,7 +18,7 @@ def add_arguments(parser):
 
 
 def run(args):
-    from ..cli import load_args_config
+    from .args import load_args_config
     from ..prepare.prepare import format_summary, prepare
 
     cfg = load_args_config(args)

@@ -19,7 +19,7 @@ def run(args):
     import importlib
     import os
 
-    from ..cli import load_args_config
+    from .args import load_args_config
 
     for key in ("host", "port", "provider"):
         if getattr(args, key) is not None:

@@ -10,7 +10,7 @@ def add_arguments(parser):
 def run(args):
     import torch
 
-    from ..cli import load_args_config
+    from .args import load_args_config
     from ..models.cyclegan import CycleGAN
     from ..models.layers import count_parameters, generator_macs
 

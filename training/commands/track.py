@@ -25,7 +25,7 @@ def add_arguments(parser):
 
 
 def run(args):
-    from ..cli import load_args_config
+    from .args import load_args_config
     from ..errors import UserError
     from ..layout import TrainRun
     from ..mlops import tracking

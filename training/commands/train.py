@@ -25,7 +25,7 @@ def run(args):
     import contextlib
     import os
 
-    from ..cli import load_args_config
+    from .args import load_args_config
     from ..errors import UserError
     from ..engine.mirror import mirrored
     from ..engine.trainer import train

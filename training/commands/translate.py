@@ -31,7 +31,7 @@ def _translate_model(args) -> int:
     import os
 
     from .. import storage
-    from ..cli import load_args_config
+    from .args import load_args_config
 
     cfg = load_args_config(args)
     serving_cli = importlib.import_module("serving.cli")

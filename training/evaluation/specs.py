@@ -1,4 +1,4 @@
-"""The one specification of the metrics in ``metrics.json``: name, meaning, which way is
+"""The one specification of the metrics an evaluation writes: name, meaning, which way is
 better, unit, whether a ``baseline_<name>`` twin exists, and how the promotion gate treats it.
 Evaluation writes these names, the report and the docs' table show them, the config checks
 ``register.gate_metrics`` against them and the gate takes each metric's direction, margin and
@@ -23,7 +23,7 @@ class Metric:
     meaning: str
     better: str | None = None       # "higher" | "lower" | None: counts, spreads, provenance
     unit: str = ""                  # "dB", "share" (0..1), "" for plain numbers
-    baseline: bool = False          # metrics.json also holds baseline_<name>
+    baseline: bool = False          # the metrics also hold baseline_<name>
     margin: str | None = None       # register.<key> with the gate's margin; None: cannot gate
     floor: str | None = None        # register.<key> with an absolute floor the gate also applies
     gate: bool = False              # in register.gate_metrics by default
@@ -97,7 +97,7 @@ METRICS: dict[str, Metric] = {m.name: m for m in _ALL}
 WITH_BASELINE = [m.name for m in _ALL if m.baseline]
 # what register.gate_metrics holds unless params say otherwise
 DEFAULT_GATE = [m.name for m in _ALL if m.gate]
-# keys every metrics.json holds: the default gate's metrics and the test set's identity
+# keys every evaluation's metrics hold: the default gate's metrics and the test set's identity
 GATE_KEYS = [*DEFAULT_GATE, "test_manifest_sha256"]
 
 

@@ -275,7 +275,7 @@ def export(checkpoint: str, out: str, cfg: ExportConfig, data: str | None = None
 def export_generators(checkpoint: str | Path, folder: str | Path, cfg: ExportConfig, data: str | Path | None = None,
                       progress: bool = True) -> dict:
     """Export, verify and (optionally) quantise both generators into the existing ``folder``;
-    returns verify.json's content. A failed verification raises UserError."""
+    returns the verification report. A failed verification raises UserError."""
     from tqdm import tqdm
 
     from ..engine.checkpoint import load_generators

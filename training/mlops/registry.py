@@ -10,7 +10,7 @@ The flow of ``cyclegan register --model EXPORT_DIR --metrics METRICS.json [--pro
   3. The gate compares the challenger with the champion, metric by metric (``decide``). The
      champion's figures come from its tags when its test manifest hash equals the
      challenger's; otherwise the champion is re-evaluated on the challenger's test set first.
-  4. ``decision.json`` lists each metric, rule, threshold, champion value and verdict; it is
+  4. The decision file lists each metric, rule, threshold, champion value and verdict; it is
      written atomically and logged to the run.
   5. With ``--promote`` and a passing gate, ``champion`` moves to the new version. A failed
      gate leaves it where it was. Promoting the champion again is a no-op.
@@ -135,7 +135,7 @@ def champion_metrics(cfg: Config, champion, test_manifest: str | None,
 
 def reevaluate(cfg: Config, mv, data_dir: str | Path) -> dict[str, Any]:
     """Evaluate a registered version on ``data_dir``'s test split with ``cyclegan evaluate``'s
-    library, from the generator weights the version carries (``generators.pt``, the source of
+    library, from the generator weights the version carries (``Export.GENERATORS``, the source of
     its verified ONNX graphs)."""
     import mlflow
 

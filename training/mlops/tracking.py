@@ -12,8 +12,8 @@ What each step logs (``cyclegan track train|evaluate|export``; folder names in `
   evaluate  the metrics as metrics (text values such as the test manifest hash as tags);
             the metrics file, report, grids and plots as artifacts
   export    the model: one pyfunc carrying both ONNX graphs (``pyfunc_model.py``), with a
-            signature and an input example; ``verify.json`` as an artifact
-  register  ``decision.json`` of the promotion gate (``registry.py``)
+            signature and an input example; the verification report as an artifact
+  register  the promotion gate's decision file (``registry.py``)
 
 Lineage tags on the run (and, by ``registry.py``, on the model version)
   ``git_commit``            ``CYCLEGAN_GIT_COMMIT`` or ``git rev-parse HEAD`` (+ ``git_dirty``)
@@ -380,7 +380,7 @@ def slim_checkpoint(checkpoint: str | Path, out: Path) -> Path:
 def log_export(cfg: Config, run_id: str, export_dir: str | Path, checkpoint: str | Path | None = None) -> str:
     """Log both ONNX graphs as one pyfunc model in the run; returns its model URI.
 
-    With ``checkpoint``, the model also carries ``generators.pt`` (the generators' weights and
+    With ``checkpoint``, the model also carries ``Export.GENERATORS`` (the generators' weights and
     config) so that a later gate can re-evaluate this version on a new test set.
     Idempotent: a run whose model already holds these exact graphs returns that model's URI.
     """
