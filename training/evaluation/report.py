@@ -30,14 +30,11 @@ PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e
 # -- grids ----------------------------------------------------------------------------
 def grid_tensor(columns: list[torch.Tensor], pad: int = 2) -> torch.Tensor:
     """Rows of images, one column per tensor (each N x C x H x W in [-1, 1]), white gaps."""
+    from torchvision.utils import make_grid
+
     columns = [c.float().expand(-1, 3, -1, -1) if c.shape[1] == 1 else c.float() for c in columns]
-    n, _, h, w = columns[0].shape
-    canvas = torch.ones(3, n * (h + pad) + pad, len(columns) * (w + pad) + pad)
-    for j, column in enumerate(columns):
-        for i in range(n):
-            y, x = pad + i * (h + pad), pad + j * (w + pad)
-            canvas[:, y:y + h, x:x + w] = column[i]
-    return canvas
+    rows = torch.stack(columns, dim=1).flatten(0, 1)   # image i of every column, then image i + 1
+    return make_grid(rows, nrow=len(columns), padding=pad, pad_value=1.0)
 
 
 def png_bytes(image: torch.Tensor) -> bytes:

@@ -40,7 +40,6 @@ from .manifest import FORMAT, MANIFEST, SPLITS, dumps, hash_entries
 # Parameters that change how the work runs but not what it writes: kept out of the manifest.
 RUN_ONLY_PARAMS = ("workers", "cache_dir")
 EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png"}
-EXIF_ORIENTATION = 0x0112
 STAGING = ".staging"
 
 
@@ -135,7 +134,7 @@ def process_bytes(data: bytes, opts: ImageOptions) -> dict:
 
 
 def _process(data: bytes, raw_sha: str, opts: ImageOptions) -> dict:
-    from PIL import Image
+    from PIL import ExifTags, Image, ImageOps
 
     img = Image.open(io.BytesIO(data))
     fmt = img.format
@@ -160,15 +159,11 @@ def _process(data: bytes, raw_sha: str, opts: ImageOptions) -> dict:
         img.load()
     except Exception as e:
         return _skip(f"corrupt: {e}")
-    orientation = img.getexif().get(EXIF_ORIENTATION, 1)
+    turned = img.getexif().get(ExifTags.Base.Orientation, 1) != 1
+    if turned:
+        img = ImageOps.exif_transpose(img)   # Pillow's mapping of the eight EXIF orientations
     rgb = _to_rgb(img)
-    converted = rgb is not img
-    if orientation in (2, 3, 4, 5, 6, 7, 8):
-        transpose = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
-                     4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
-                     6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_90}
-        rgb = rgb.transpose(transpose[orientation])
-        converted = True
+    converted = turned or rgb is not img
     resized = False
     if target:
         cw, ch = rgb.size
