@@ -93,10 +93,15 @@ def test_register_section_keys_are_all_commented():
 
 
 def test_readme_paper_overrides_match_the_paper_profile():
-    """The README's one-command `dvc exp run -S ...` sets exactly profiles/paper.yaml."""
+    """The README's one-command `dvc exp run -S ...` (and any copy of it in docs/) sets exactly
+    profiles/paper.yaml."""
     paper = yaml.safe_load((ROOT / "profiles" / "paper.yaml").read_text())
     expected = {f"{s}.{k}": v for s, values in paper.items() for k, v in values.items()}
     readme = (ROOT / "README.md").read_text()
-    (line,) = [ln for ln in readme.splitlines() if ln.startswith("dvc exp run") and "resnet_9blocks" in ln]
-    pairs = dict(item.split("=", 1) for item in re.findall(r"-S (\S+)", line))
-    assert {k: yaml.safe_load(v) for k, v in pairs.items()} == expected
+    assert [ln for ln in readme.splitlines() if ln.startswith("dvc exp run") and "resnet_9blocks" in ln]
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    lines = [ln for page in pages for ln in page.read_text().splitlines()
+             if ln.startswith("dvc exp run") and "resnet_9blocks" in ln]
+    for line in lines:
+        pairs = dict(item.split("=", 1) for item in re.findall(r"-S (\S+)", line))
+        assert {k: yaml.safe_load(v) for k, v in pairs.items()} == expected, line

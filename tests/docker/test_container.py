@@ -1,7 +1,7 @@
 """Container build files, validated without a Docker engine: hadolint on the Dockerfile, the
 targets' shape (pinned installs, non-root user, `cyclegan` entrypoint), the lock files against
 pyproject.toml, .dockerignore, and every `cyclegan ...` command that the Dockerfile, the k8s
-manifests, dvc.yaml and the README's pipeline sections name exists and parses in the CLI."""
+manifests and dvc.yaml name exists and parses in the CLI (the docs' commands: tests/test_docs.py)."""
 from __future__ import annotations
 
 import fnmatch
@@ -144,14 +144,6 @@ def _named_commands() -> list[tuple[str, list[str]]]:
     for name, stage in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"].items():
         for cmd in stage["cmd"] if isinstance(stage["cmd"], list) else [stage["cmd"]]:
             found.append((f"dvc.yaml {name}", _cyclegan_argv(cmd)))
-    readme = (ROOT / "README.md").read_text()
-    for section in ("quickstart", "mlops"):
-        body = readme.split(f"<!-- section: {section}")[1].split(f"<!-- end: {section} -->")[0]
-        for block in re.findall(r"```(?:bash|sh|console)?\n(.*?)```", body, re.S):
-            for line in re.sub(r"\\\n\s*", " ", block).splitlines():
-                line = line.strip()
-                if line.startswith("cyclegan "):
-                    found.append((f"README {section}", _cyclegan_argv(line.split(" #")[0])))
     return found
 
 
@@ -169,7 +161,7 @@ def test_every_named_command_exists_and_parses():
     parser = build_parser()
     commands = _named_commands()
     sources = {where.split()[0] for where, _ in commands}
-    assert {"Dockerfile", "dvc.yaml", "README"} <= sources
+    assert {"Dockerfile", "dvc.yaml"} <= sources
     for where, argv in commands:
         try:
             args = parser.parse_args(argv)

@@ -1,7 +1,7 @@
 """``cyclegan evaluate``: measure a checkpoint on the test split and write what people and
 the promotion gate read.
 
-Passes, the whole cost (see README "Evaluation"): per test image and direction one
+Passes, the whole cost (see docs/evaluation.md, "Cost"): per test image and direction one
 translation and one reconstruction, plus the other generator's identity pass when
 ``evaluate.identity`` is on, merged into the reconstruction call; every call is batched and
 runs under ``torch.inference_mode``. The feature network sees each image set once: the
