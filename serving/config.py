@@ -1,7 +1,8 @@
 """The ``serve:`` section of ``params.yaml``: ONNX Runtime, batching and HTTP limits.
 
 It lives here, not in the training package, because the server runs without torch and
-without ``training`` (the serve image has neither). ``load_serve_config`` validates the section
+imports nothing of ``training`` (the serve image has no torch; ``cyclegan serve`` only parses
+the command line in the training package and hands over to ``serving.cli``). ``load_serve_config`` validates the section
 as ``cyclegan serve`` received it (``--params`` with ``--set serve.KEY=VALUE`` applied): an
 unknown key, a wrong type or a bad value is a one-line ``ServingError`` naming the key.
 """

@@ -1,9 +1,10 @@
 """MLflow tracking: one run per pipeline run, and each step adds its own part to it.
 
 How the run travels
-  The train step opens the run and writes its id into the train folder (``TrainRun.run_id``). That file
-  is part of the train output (a DVC out, the KFP Model artifact), so every later step finds
-  the run through it (``--run-id-file``). Nothing else is shared between steps.
+  The train step (``cyclegan train --track``) opens the run and writes its id into the train
+  folder (``TrainRun.run_id``). That file is part of the train output (a DVC out, the KFP Model
+  artifact), so every later step finds the run through the train folder (``--train``).
+  Nothing else is shared between steps.
 
 What each step logs (``cyclegan track train|evaluate|export``; folder names in ``layout``)
   train     every parameter (the run's config, flattened to ``section.key``); per-epoch mean
@@ -212,7 +213,7 @@ def read_run_id(run_id_file: str | Path) -> str:
         run_id = path.read_text().strip()
     except FileNotFoundError:
         raise UserError(f"{path}: no MLflow run id here (log the train step first: "
-                        "cyclegan register --log-train TRAIN_DIR)") from None
+                        "cyclegan track train TRAIN_DIR)") from None
     if not run_id:
         raise UserError(f"{path}: empty MLflow run id file")
     return run_id
