@@ -896,7 +896,9 @@ def run_part(name: str, fn, ctx: Context) -> dict:
     log(f"== {name} (budget {budget:.0f} s, {ctx.deadline - started:.0f} s left in the suite)")
     record = {"status": "ok", "budget_s": budget}
     try:
-        record["result"] = fn(ctx)
+        record["result"] = result = fn(ctx)
+        if result.get("not_measured") and not result.get("rows"):   # nothing fitted in the budget
+            record.update(status="skipped", error=f"{len(result['not_measured'])} rows not measured")
     except OutOfTime as e:
         record.update(status="skipped", error=str(e))
     except Exception as e:
