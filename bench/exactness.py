@@ -10,6 +10,7 @@ their true gradient is zero, so Adam turns rounding noise into +-lr steps.
 
     python bench/exactness.py                  # default levers, 64x64, 9 blocks, 3 iterations
     python bench/exactness.py --size 32 --iters 3 --n-blocks 6
+    python bench/exactness.py --device cuda --size 256   # the GPU levers (TF32 off)
 
 Needs torch and numpy only.
 """
@@ -41,11 +42,22 @@ LEVERS = {
     "merge_passes": (dict(merge_passes=True, fused_adam=False), False),
     "merge_passes + fused_adam": (dict(merge_passes=True, fused_adam=True), False),
 }
+# The same question on a GPU, where every lever is real (bench/gpu_suite.py runs these with TF32 off).
+CUDA_LEVERS = {
+    "default (fused Adam)": ({}, False),
+    "plain (per-tensor Adam)": (dict(fused_adam=False), True),
+    "channels_last": (dict(fused_adam=False, channels_last=True), True),
+    "merge_passes": (dict(fused_adam=False, merge_passes=True), False),
+    "merge_passes + fused_adam + channels_last": (dict(merge_passes=True, channels_last=True), False),
+    "bf16 autocast": (dict(amp_bf16=True), False),
+    "compile": (dict(fused_adam=False, compile=True), False),
+    "compile + CUDA graphs": (dict(fused_adam=False, compile=True, cuda_graphs=True), False),
+}
 
 
 def load_reference(path: Path = REFERENCE):
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: reference implementation not found (../shared is absent)")
+        raise FileNotFoundError(f"{path}: reference implementation not found (../shared is absent?)")
     spec = importlib.util.spec_from_file_location("reference_cyclegan", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -71,13 +83,49 @@ def relative(a: torch.Tensor, b: torch.Tensor) -> float:
     return (a - b).norm().item() / ref if ref > 0 else (a - b).norm().item()
 
 
+NETS = ("G_A", "G_B", "D_A", "D_B")
+
+
+def make_images(size: int, iters: int, seed: int, device="cpu") -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``iters`` (real A, real B) pairs in [-1, 1], drawn on the CPU so every device sees the same."""
+    g = torch.Generator().manual_seed(seed + 1)
+    return [((torch.rand(1, 3, size, size, generator=g) * 2 - 1).to(device),
+             (torch.rand(1, 3, size, size, generator=g) * 2 - 1).to(device)) for _ in range(iters)]
+
+
+def parameter_differences(reference, other) -> dict:
+    """Worst ||delta|| / ||ref|| over every parameter of the four networks of ``other``
+    (the project's model, or a second reference) against ``reference``; the zero-gradient
+    biases apart. The project's names carry a ``model.`` prefix the reference's lack."""
+    worst, worst_name, worst_excluded, per_tensor = 0.0, "", 0.0, {}
+    for name in NETS:
+        ref_net, net = getattr(reference, name), getattr(other, name)
+        excluded = zero_gradient_biases(ref_net)
+        ref_params = dict(ref_net.named_parameters())
+        for pname, p in net.named_parameters():
+            key = pname.removeprefix("model.")
+            diff = relative(p.detach().float().cpu(), ref_params[key].detach().float().cpu())
+            per_tensor[f"{name}.{key}"] = diff
+            if key in excluded:
+                worst_excluded = max(worst_excluded, diff)
+            elif diff > worst:
+                worst, worst_name = diff, f"{name}.{key}"
+    return {"max_param_rel_diff": worst, "worst_param": worst_name,
+            "max_zero_grad_bias_rel_diff": worst_excluded, "per_tensor": per_tensor}
+
+
 def compare(lever: dict, size: int = 64, iters: int = 3, ngf: int = 64, n_blocks: int = 9, seed: int = 0,
-            force_channels_last: bool = False) -> dict:
-    """Run both steps ``iters`` times from identical weights; return the differences."""
-    ref_module = load_reference()
+            force_channels_last: bool = False, device: str | torch.device = "cpu",
+            reference: Path = REFERENCE) -> dict:
+    """Run both steps ``iters`` times from identical weights on ``device``; return the differences.
+
+    ``lever`` overrides ``TrainConfig`` fields; an empty one is the project's default step.
+    """
+    device = torch.device(device)
+    ref_module = load_reference(Path(reference))
     torch.manual_seed(seed)
     random.seed(seed)
-    reference = ref_module.ReferenceCycleGAN("cpu", ngf=ngf, n_blocks=n_blocks)
+    reference_model = ref_module.ReferenceCycleGAN(str(device), ngf=ngf, n_blocks=n_blocks)
 
     cfg = Config()
     cfg.model.ngf, cfg.model.netG = ngf, f"resnet_{n_blocks}blocks"
@@ -85,10 +133,11 @@ def compare(lever: dict, size: int = 64, iters: int = 3, ngf: int = 64, n_blocks
     for key, value in lever.items():
         setattr(cfg.train, key, True if value == "force" else value)
     model = CycleGAN(cfg, init=False)
-    for name in ("G_A", "G_B", "D_A", "D_B"):
-        ref_state = getattr(reference, name).state_dict()
+    for name in NETS:
+        ref_state = getattr(reference_model, name).state_dict()
         getattr(model, name).load_state_dict({f"model.{k}": v for k, v in ref_state.items()})
-    step = TrainingStep(model, cfg.train, torch.device("cpu"))
+    model.to(device)
+    step = TrainingStep(model, cfg.train, device)
     if force_fused:  # fused_adam only takes the fused kernel on CUDA; check that kernel's math here
         kwargs = dict(lr=cfg.train.lr, betas=(cfg.train.beta1, cfg.train.beta2), fused=True)
         step.opt_G = torch.optim.Adam([*model.G_A.parameters(), *model.G_B.parameters()], **kwargs)
@@ -97,31 +146,37 @@ def compare(lever: dict, size: int = 64, iters: int = 3, ngf: int = 64, n_blocks
         step.channels_last = True
         model.to(memory_format=torch.channels_last)
 
-    g = torch.Generator().manual_seed(seed + 1)
-    images = [(torch.rand(1, 3, size, size, generator=g) * 2 - 1, torch.rand(1, 3, size, size, generator=g) * 2 - 1)
-              for _ in range(iters)]
     loss_diffs = []
-    for real_A, real_B in images:
-        ref_losses = reference.step(real_A, real_B)
+    for real_A, real_B in make_images(size, iters, seed, device):
+        ref_losses = reference_model.step(real_A, real_B)
         ours = step(real_A, real_B).losses
         mine = (ours["G"].item(), ours["D_A"].item(), ours["D_B"].item())
         loss_diffs.append(max(abs(m - r) / abs(r) for m, r in zip(mine, ref_losses)))
 
-    worst, worst_name, worst_excluded = 0.0, "", 0.0
-    for name in ("G_A", "G_B", "D_A", "D_B"):
-        ref_net, net = getattr(reference, name), getattr(model, name)
-        excluded = {f"model.{n}" for n in zero_gradient_biases(ref_net)}
-        ref_params = {f"model.{k}": v for k, v in ref_net.named_parameters()}
-        for pname, p in net.named_parameters():
-            diff = relative(p.detach(), ref_params[pname].detach())
-            if pname in excluded:
-                worst_excluded = max(worst_excluded, diff)
-            elif diff > worst:
-                worst, worst_name = diff, f"{name}.{pname}"
-    return {"loss_rel_diff_per_iter": loss_diffs, "max_loss_rel_diff": max(loss_diffs),
-            "max_param_rel_diff": worst, "worst_param": worst_name,
-            "max_zero_grad_bias_rel_diff": worst_excluded,
-            "exact": max(loss_diffs) <= TOLERANCE and worst <= TOLERANCE}
+    params = parameter_differences(reference_model, model)
+    return {"loss_rel_diff_per_iter": loss_diffs, "max_loss_rel_diff": max(loss_diffs), **params,
+            "exact": max(loss_diffs) <= TOLERANCE and params["max_param_rel_diff"] <= TOLERANCE}
+
+
+def compare_reference_with_itself(size: int = 64, iters: int = 3, ngf: int = 64, n_blocks: int = 9, seed: int = 0,
+                                  device: str | torch.device = "cpu", reference: Path = REFERENCE) -> dict:
+    """Two copies of the reference step from identical weights on the same images: the
+    device's own run-to-run difference (non-deterministic kernels), the floor under ``compare``."""
+    device = torch.device(device)
+    ref_module = load_reference(Path(reference))
+    torch.manual_seed(seed)
+    random.seed(seed)
+    first = ref_module.ReferenceCycleGAN(str(device), ngf=ngf, n_blocks=n_blocks)
+    second = ref_module.ReferenceCycleGAN(str(device), ngf=ngf, n_blocks=n_blocks)
+    for name in NETS:
+        getattr(second, name).load_state_dict(getattr(first, name).state_dict())
+    loss_diffs = []
+    for real_A, real_B in make_images(size, iters, seed, device):
+        a, b = first.step(real_A, real_B), second.step(real_A, real_B)
+        loss_diffs.append(max(abs(x - y) / abs(x) for x, y in zip(a, b)))
+    params = parameter_differences(first, second)
+    return {"loss_rel_diff_per_iter": loss_diffs, "max_loss_rel_diff": max(loss_diffs), **params,
+            "exact": max(loss_diffs) <= TOLERANCE and params["max_param_rel_diff"] <= TOLERANCE}
 
 
 def main() -> int:
@@ -130,16 +185,21 @@ def main() -> int:
     parser.add_argument("--iters", type=int, default=3)
     parser.add_argument("--ngf", type=int, default=64)
     parser.add_argument("--n-blocks", type=int, default=9)
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda for the GPU levers with TF32 off")
+    parser.add_argument("--reference", type=Path, default=REFERENCE, help="the authors' step, loaded by path")
     parser.add_argument("--show-channels-last-fault", action="store_true",
                         help="also run channels_last forced on CPU (torch's instance_norm fault)")
     args = parser.parse_args()
-    torch.set_num_threads(torch.get_num_threads())
-    print(f"torch {torch.__version__}, CPU fp32, {args.size}x{args.size}, ngf {args.ngf}, "
+    cuda = torch.device(args.device).type == "cuda"
+    if cuda:   # strict fp32: TF32 convolutions differ from the reference by ~1e-3 by design
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    print(f"torch {torch.__version__}, {args.device} fp32, {args.size}x{args.size}, ngf {args.ngf}, "
           f"{args.n_blocks} blocks, {args.iters} iterations, tolerance {TOLERANCE:g}")
     print(f"{'lever':40s} {'max loss diff':>14s} {'max param diff':>15s} {'zero-grad biases':>17s}  exact  claims")
     ok = True
-    for label, (lever, claims_exact) in LEVERS.items():
-        r = compare(lever, args.size, args.iters, args.ngf, args.n_blocks)
+    for label, (lever, claims_exact) in (CUDA_LEVERS if cuda else LEVERS).items():
+        r = compare(lever, args.size, args.iters, args.ngf, args.n_blocks, device=args.device,
+                    reference=args.reference)
         if claims_exact:
             ok &= r["exact"]
         print(f"{label:40s} {r['max_loss_rel_diff']:14.2e} {r['max_param_rel_diff']:15.2e} "
@@ -147,7 +207,7 @@ def main() -> int:
               f"{'exact' if claims_exact else 'no'}")
     if args.show_channels_last_fault:
         r = compare(LEVERS["plain"][0], args.size, args.iters, args.ngf, args.n_blocks,
-                    force_channels_last=True)
+                    force_channels_last=True, reference=args.reference)
         print(f"{'channels_last FORCED on CPU':40s} {r['max_loss_rel_diff']:14.2e} {r['max_param_rel_diff']:15.2e} "
               f"{r['max_zero_grad_bias_rel_diff']:17.2e}  {'yes' if r['exact'] else 'NO'} (expected NO)")
         print(json.dumps({"worst_param": r["worst_param"]}))

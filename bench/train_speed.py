@@ -51,8 +51,8 @@ CONFIGS = {
 }
 
 
-def load_reference():
-    spec = importlib.util.spec_from_file_location("reference_cyclegan", REFERENCE)
+def load_reference(path: Path = REFERENCE):
+    spec = importlib.util.spec_from_file_location("reference_cyclegan", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -91,8 +91,8 @@ def project_step(levers: dict, device, ngf, n_blocks):
     return lambda a, b: step(a, b)   # losses stay on the device: no host sync inside the loop
 
 
-def reference_step(device, ngf, n_blocks):
-    module = load_reference()
+def reference_step(device, ngf, n_blocks, reference: Path = REFERENCE):
+    module = load_reference(reference)
     torch.manual_seed(0)
     random.seed(0)
     model = module.ReferenceCycleGAN(str(device), ngf=ngf, n_blocks=n_blocks)
