@@ -26,7 +26,8 @@ class ServeConfig(BaseModel):
     provider: Literal["cpu", "cuda", "tensorrt"] = Field(
         "cpu", description="ONNX Runtime execution provider; a requested GPU provider that is missing is an error")
     variant: Literal["fp32", "int8", "uint8"] = Field("fp32", description="which exported model to serve")
-    threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads; 0 = one per physical core")
+    threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads; 0 = the CPUs the process may use "
+                         "(affinity and cgroup quota, resolved by the cyclegan command)")
     max_batch_size: int = Field(8, gt=0, description="dynamic batching: most images per model call")
     max_batch_delay_ms: float = Field(5.0, ge=0, description="dynamic batching: longest wait for a batch to fill")
     max_upload_bytes: int = Field(20_000_000, gt=0, description="/v1/translate request body limit")

@@ -110,6 +110,8 @@ class TrainConfig(Section):
     pool_size: int = Field(50, ge=0, description="0 turns the history pool off")
     seed: int = 0
     device: str = Field("auto", description="auto (CUDA when present) | cpu | cuda | cuda:N")
+    threads: int = Field(0, ge=0, description="CPU compute threads; 0 = the CPUs this process may use "
+                         "(affinity and cgroup quota)")
     deterministic: bool = Field(False, description="deterministic kernels (needed for bit-exact resume)")
     log_every: int = Field(10, gt=0, description="iterations between loss reads (host syncs) and log rows")
     sample_every: int = Field(200, description="iterations between sample grids; 0 turns them off")
@@ -140,6 +142,8 @@ class EvaluateConfig(Section):
     probe_max_per_domain: int = Field(500, ge=0, description="cap on training images per domain for the probe")
     inception_weights: str = Field("", description="local TorchScript Inception for standard FID; '' skips it")
     device: str = Field("auto", description="auto (CUDA when present) | cpu | cuda | cuda:N")
+    threads: int = Field(0, ge=0, description="CPU compute threads; 0 = the CPUs this process may use "
+                         "(affinity and cgroup quota)")
     seed: int = Field(0, description="KID subsets and the probe's training subset")
 
     @field_validator("image_size")

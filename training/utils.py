@@ -90,6 +90,47 @@ def atomic_write_json(path: str | os.PathLike, data: Any, indent: int | None = 2
     return atomic_write_text(path, json.dumps(data, indent=indent) + "\n")
 
 
+def usable_cpus(cgroup_root: str | os.PathLike = "/sys/fs/cgroup") -> int:
+    """The CPUs this process may really use: its affinity mask (taskset, a cpuset), capped by its
+    cgroup's CPU quota (a Kubernetes CPU limit), never below 1. torch's own default counts every
+    core of the host, which oversubscribes a pod with a CPU limit."""
+    try:
+        count = len(os.sched_getaffinity(0))
+    except AttributeError:   # not Linux
+        count = os.cpu_count() or 1
+    quota = cgroup_cpu_quota(cgroup_root)
+    if quota is not None:
+        count = min(count, max(1, int(quota)))   # a limit of 1.5 CPUs runs 1 thread, not 2
+    return max(1, count)
+
+
+def cgroup_cpu_quota(root: str | os.PathLike = "/sys/fs/cgroup") -> float | None:
+    """CPUs' worth of time the cgroup may use per period (cgroup v2 ``cpu.max`` or v1
+    ``cpu.cfs_quota_us``/``cpu.cfs_period_us``), or None when unlimited or unknown."""
+    root = Path(root)
+    try:
+        quota, period = (root / "cpu.max").read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        quota = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+        return quota / period if quota > 0 and period > 0 else None
+    except (OSError, ValueError):
+        return None
+
+
+def configure_threads(requested: int = 0) -> int:
+    """Set torch's compute threads: ``requested``, or the CPUs this process may really use
+    (``usable_cpus``) when 0. Returns the number set."""
+    import torch
+
+    threads = requested if requested > 0 else usable_cpus()
+    torch.set_num_threads(threads)
+    return threads
+
+
 def resolve_device(name: str, key: str = "device"):
     """``auto`` -> CUDA when present, else CPU; a CUDA device asked for but absent is a
     ``UserError`` naming the config ``key`` it came from."""

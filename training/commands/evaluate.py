@@ -18,14 +18,15 @@ def add_arguments(parser):
 
 def run(args):
     from .args import load_args_config
+    from ..utils import configure_threads
     from ..evaluation.evaluate import evaluate
 
     if args.max_images is not None:
         args.overrides.append(f"evaluate.max_images={args.max_images}")
     cfg = load_args_config(args)
+    configure_threads(cfg.evaluate.threads)
     summary = evaluate(cfg, args.data, args.checkpoint, args.out, train_log=args.train_log, device=args.device,
                        progress=not args.no_progress)
-    gate = {k: summary["metrics"][k] for k in ("kid_AtoB_mean", "kid_BtoA_mean", "cycle_psnr_A", "cycle_psnr_B",
-                                               "domain_success_AtoB", "domain_success_BtoA")}
+    gate = {k: summary["metrics"][k] for k in cfg.register.gate_metrics}
     print(json.dumps({"out": summary["out"], **gate, "seconds": summary["timings_s"]["total"]}))
     return 0

@@ -28,4 +28,15 @@ def run(args):
     # serving is its own deployable (no torch, no training package): reached by module path
     serving_cli = importlib.import_module("serving.cli")
     tracking_uri = os.environ.get("MLFLOW_TRACKING_URI") or cfg.register.tracking_uri
-    return serving_cli.serve(args.model, cfg.serve, tracking_uri, args.params)
+    return serving_cli.serve(args.model, serve_section(cfg), tracking_uri, args.params)
+
+
+def serve_section(cfg) -> dict:
+    """The serve: section with serve.threads 0 resolved to the CPUs this process may really use
+    (ONNX Runtime's own default counts every core of the host, even in a pod with a CPU limit)."""
+    from ..utils import usable_cpus
+
+    section = dict(cfg.serve)
+    if not section.get("threads"):
+        section["threads"] = usable_cpus()
+    return section

@@ -29,10 +29,12 @@ def run(args):
     from ..errors import UserError
     from ..engine.mirror import mirrored
     from ..engine.trainer import train
+    from ..utils import configure_threads
 
     if args.seed is not None:
         args.overrides.append(f"train.seed={args.seed}")
     cfg = load_args_config(args)
+    configure_threads(cfg.train.threads)
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     if args.mirror and distributed:
         raise UserError("--mirror: run it in the process that starts torchrun, not under torchrun")

@@ -32,6 +32,7 @@ def _translate_model(args) -> int:
 
     from .. import storage
     from .args import load_args_config
+    from .serve import serve_section
 
     cfg = load_args_config(args)
     serving_cli = importlib.import_module("serving.cli")
@@ -40,7 +41,7 @@ def _translate_model(args) -> int:
         local_in = stack.enter_context(storage.local_input(args.input))
         local_out = stack.enter_context(storage.local_output(args.output)) if storage.is_s3(args.output) \
             else args.output
-        code = serving_cli.translate(args.model, args.direction, local_in, local_out, cfg.serve, tracking_uri,
+        code = serving_cli.translate(args.model, args.direction, local_in, local_out, serve_section(cfg), tracking_uri,
                                      progress=not args.no_progress, source=args.params)
         if code:
             raise SystemExit(code)   # leaves the s3:// output as it was
