@@ -204,7 +204,7 @@ def test_failed_output_leaves_no_marker(remote, tmp_path, monkeypatch):
 def test_errors_name_bucket_and_key(remote, tmp_path):
     bucket = remote.bucket("storage-errors")
     root = f"{remote.scheme}://{bucket}"
-    with pytest.raises(UserError, match=f"^{root}/missing.bin: read failed: not found$"):
+    with pytest.raises(storage.NotFound, match=f"^{root}/missing.bin: read failed: not found$"):
         storage.read_bytes(f"{root}/missing.bin")
     with pytest.raises(UserError, match=f"^{root}/missing.bin: download failed: not found$"):
         storage.download_file(f"{root}/missing.bin", tmp_path / "x.bin")
@@ -311,8 +311,9 @@ def test_s3_errors_name_bucket_and_reason(s3_env, monkeypatch):
         storage.read_bytes("s3://no-such-bucket-xyz/k")
     with pytest.raises(UserError, match="^s3://no-such-bucket-xyz/k: write failed: bucket 'no-such-bucket-xyz'"):
         storage.write_bytes("s3://no-such-bucket-xyz/k", b"x")
-    with pytest.raises(UserError, match="^s3://no-such-bucket-xyz/p: stat failed: bucket 'no-such-bucket-xyz'"):
+    with pytest.raises(UserError, match="^s3://no-such-bucket-xyz/p: stat failed: bucket 'no-such-bucket-xyz'") as e:
         storage.exists("s3://no-such-bucket-xyz/p")   # a typo in the bucket is not "nothing there yet"
+    assert not isinstance(e.value, storage.NotFound)
 
     bucket = s3_env("storage-denied")
     s3_env.client.put_object(Bucket=bucket, Key="secret", Body=b"x")

@@ -41,7 +41,8 @@ Atomicity rules
     outside the target folder (absolute, or with ``..``) are refused.
 
 Every failure is a ``UserError`` that names the object (``scheme://bucket/key``) or the local
-path: not found, the bucket does not exist, access denied, or the backend's own reason.
+path: not found (``NotFound``, a ``UserError`` subclass callers may catch), the bucket does not
+exist, access denied, or the backend's own reason.
 """
 from __future__ import annotations
 
@@ -64,6 +65,11 @@ PART_CONCURRENCY = 4      # parts of one file in memory at once: 4 x 64 MiB
 MAX_ATTEMPTS = 8          # botocore attempts per request (standard retry mode)
 S3FS_RETRIES = 3          # s3fs attempts per call, around botocore's own retries
 TRANSFER_THREADS = 8      # files of one folder transferred at a time
+
+class NotFound(UserError):
+    """The object, file or folder is not there (the bucket is: a missing bucket is a plain
+    UserError, since it is a typo rather than nothing written yet)."""
+
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _NOT_FOUND = {"404", "NoSuchKey", "NotFound", "BlobNotFound", "ResourceNotFound"}
@@ -209,7 +215,7 @@ def remote_error(e: BaseException, uri: str, action: str) -> UserError:
     if code in _NO_BUCKET or "bucket does not exist" in message.lower():
         what = f"bucket '{bucket}' does not exist"
     elif code in _NOT_FOUND or isinstance(e, FileNotFoundError):
-        what = "not found"
+        return NotFound(f"{uri}: {action} failed: not found")
     elif code in _DENIED or isinstance(e, PermissionError):
         what = f"access denied ({code or message or type(e).__name__})"
     else:
@@ -271,7 +277,7 @@ def upload_file(local: str | os.PathLike, uri: str) -> None:
     """Upload one file (multipart when large); a local ``uri`` gets an atomic copy."""
     local = Path(local)
     if not local.is_file():
-        raise UserError(f"{local}: file not found")
+        raise NotFound(f"{local}: file not found")
     if not is_remote(uri):
         _atomic_copy(local, _local(uri))
         return
@@ -290,7 +296,7 @@ def download_file(uri: str, local: str | os.PathLike) -> Path:
         return _get_atomic(fs, path, uri, local)
     source = _local(uri)
     if not source.is_file():
-        raise UserError(f"{source}: file not found")
+        raise NotFound(f"{source}: file not found")
     _atomic_copy(source, local)
     return local
 
@@ -303,7 +309,7 @@ def read_bytes(uri: str | os.PathLike) -> bytes:
     try:
         return path.read_bytes()
     except FileNotFoundError:
-        raise UserError(f"{path}: file not found") from None
+        raise NotFound(f"{path}: file not found") from None
 
 
 def write_bytes(uri: str | os.PathLike, data: bytes) -> None:
@@ -330,7 +336,7 @@ def copy(src: str | os.PathLike, dst: str | os.PathLike) -> None:
     if not is_remote(src):
         source = _local(src)
         if not source.is_file():
-            raise UserError(f"{source}: file not found")
+            raise NotFound(f"{source}: file not found")
         _atomic_copy(source, _local(dst))
         return
     fs, path = filesystem(str(src))
@@ -344,11 +350,8 @@ def delete(uri: str | os.PathLike) -> None:
         _local(uri).unlink(missing_ok=True)
         return
     fs, path = filesystem(str(uri))
-    try:
+    with contextlib.suppress(NotFound):
         _call("delete", str(uri), fs.rm_file, path)
-    except UserError as e:
-        if not str(e).endswith(": not found"):
-            raise
 
 
 def exists(uri: str | os.PathLike) -> bool:
@@ -363,10 +366,8 @@ def exists(uri: str | os.PathLike) -> bool:
             return bool(_call("list", str(uri), fs.ls, path, detail=False))
         _call("stat", str(uri), fs.info, path)
         return True
-    except UserError as e:
-        if str(e).endswith(": not found"):
-            return False
-        raise
+    except NotFound:
+        return False
 
 
 def is_complete(uri: str | os.PathLike) -> bool:
@@ -397,7 +398,7 @@ def upload_dir(local: str | os.PathLike, uri: str, marker: bool = True) -> int:
     """
     local = Path(local)
     if not local.is_dir():
-        raise UserError(f"{local}: folder not found")
+        raise NotFound(f"{local}: folder not found")
     files = sorted(p for p in local.rglob("*") if p.is_file())
     if not is_remote(uri):
         with local_output(uri) as tmp:
@@ -439,7 +440,7 @@ def download_dir(uri: str, local: str | os.PathLike) -> int:
     if not is_remote(uri):
         source = _local(uri)
         if not source.is_dir():
-            raise UserError(f"{source}: folder not found")
+            raise NotFound(f"{source}: folder not found")
         shutil.copytree(source, local, dirs_exist_ok=True)
         return sum(1 for p in local.rglob("*") if p.is_file())
     local.mkdir(parents=True, exist_ok=True)
@@ -472,7 +473,7 @@ def local_input(uri: str | os.PathLike) -> Iterator[Path]:
     if not is_remote(uri):
         path = _local(uri)
         if not path.exists():
-            raise UserError(f"{path}: not found")
+            raise NotFound(f"{path}: not found")
         yield path
         return
     _, bucket, key = split(str(uri))
@@ -490,10 +491,8 @@ def local_input(uri: str | os.PathLike) -> Iterator[Path]:
 def _is_file(fs, path: str, uri: str) -> bool:
     try:
         return _call("stat", uri, fs.info, path).get("type") == "file"
-    except UserError as e:
-        if str(e).endswith(": not found"):
-            return False
-        raise
+    except NotFound:
+        return False
 
 
 @contextlib.contextmanager
