@@ -50,6 +50,11 @@ class TrainRun(_Folder):
         """Full training state, rewritten as training goes: what resume reads."""
         return self.checkpoints / self.LATEST
 
+    @property
+    def previous(self) -> Path:
+        """The latest checkpoint's predecessor, kept to fall back to (the mirror keeps one)."""
+        return self.checkpoints / "latest.prev.pt"
+
     def epoch(self, n: int) -> Path:
         """A kept checkpoint at the end of epoch ``n``."""
         return self.checkpoints / f"epoch_{n}.pt"

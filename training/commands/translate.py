@@ -39,7 +39,7 @@ def _translate_model(args) -> int:
     tracking_uri = os.environ.get("MLFLOW_TRACKING_URI") or cfg.register.tracking_uri
     with contextlib.ExitStack() as stack:
         local_in = stack.enter_context(storage.local_input(args.input))
-        local_out = stack.enter_context(storage.local_output(args.output)) if storage.is_s3(args.output) \
+        local_out = stack.enter_context(storage.local_output(args.output)) if storage.is_remote(args.output) \
             else args.output
         code = serving_cli.translate(args.model, args.direction, local_in, local_out, serve_section(cfg), tracking_uri,
                                      progress=not args.no_progress, source=args.params)

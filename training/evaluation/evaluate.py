@@ -450,23 +450,23 @@ def default_train_log(checkpoint: str) -> str:
     """The training log of the run folder the checkpoint sits in (``layout.TrainRun``)."""
     from .. import storage
 
-    if storage.is_s3(checkpoint):
-        bucket, key = storage.split_s3(checkpoint)
+    if storage.is_remote(checkpoint):
+        scheme, bucket, key = storage.split(checkpoint)
         parts = key.split("/")
-        return f"s3://{bucket}/" + "/".join(parts[:-2] + [TrainRun.LOG])
+        return f"{scheme}://{bucket}/" + "/".join(parts[:-2] + [TrainRun.LOG])
     return str(TrainRun(Path(checkpoint).expanduser().parent.parent).log)
 
 
 def evaluate(cfg: Config, data: str, checkpoint: str, out: str, train_log: str | None = None,
              device: str | None = None, progress: bool = True) -> dict:
-    """Evaluate ``checkpoint`` on ``data`` (local or s3://) into ``out``; returns a summary."""
+    """Evaluate ``checkpoint`` on ``data`` (local or object storage) into ``out``; returns a summary."""
     import contextlib
 
     from .. import storage
 
-    if not storage.is_s3(checkpoint) and not Path(checkpoint).expanduser().is_file():
+    if not storage.is_remote(checkpoint) and not Path(checkpoint).expanduser().is_file():
         raise UserError(f"{checkpoint}: checkpoint not found")
-    if not storage.is_s3(data) and not Path(data).expanduser().is_dir():
+    if not storage.is_remote(data) and not Path(data).expanduser().is_dir():
         raise UserError(f"{data}: data folder not found")
     explicit_log = train_log is not None
     train_log = train_log or default_train_log(checkpoint)

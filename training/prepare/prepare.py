@@ -299,7 +299,7 @@ def prepare(cfg: PrepareConfig, source: str | None, out: str, progress: bool = T
 def _check_replaceable(out: str) -> None:
     """Refuse to replace a non-empty folder or prefix that is not a prepared dataset."""
     uri = str(out)
-    if storage.is_s3(uri):
+    if storage.is_remote(uri):
         occupied = storage.exists(uri)
     else:
         path = Path(uri).expanduser()

@@ -8,7 +8,8 @@ to domain A and B, and to their train and test parts, from the detected layout o
 
 Sources: ``synthetic``; a standard dataset NAME (downloaded from ``prepare.base_url``,
 streamed, resumable, cached in ``prepare.cache_dir``); a local ``.zip``; a local folder;
-``s3://bucket/prefix`` (a prefix of files, or one ``.zip`` object).
+``s3://bucket/prefix`` or any other ``training.storage`` address (a prefix of files, or one
+``.zip`` object).
 """
 from __future__ import annotations
 
@@ -203,9 +204,9 @@ def open_source(source: str, cfg: PrepareConfig, progress: bool = True) -> Itera
             synthetic.generate(tmp, cfg.synthetic_size, cfg.synthetic_train, cfg.synthetic_test, cfg.seed)
             yield _open_local(Path(tmp), source, "synthetic")
         return
-    if storage.is_s3(source):
+    if storage.is_remote(source):
         with storage.local_input(source) as local:
-            yield _open_local(local, source, "s3")
+            yield _open_local(local, source, storage.scheme(source))   # "s3", "gs", ...
         return
     path = Path(source).expanduser()
     if path.exists():
@@ -216,7 +217,7 @@ def open_source(source: str, cfg: PrepareConfig, progress: bool = True) -> Itera
         return
     hint = "" if ("/" in source or "." in source) else f"; known dataset names: {', '.join(DATASETS)}"
     raise UserError(f"prepare source {source!r}: no such file or folder, and not 'synthetic', "
-                    f"an s3:// address or a dataset name{hint}")
+                    f"an object-storage address (s3://, gs://, ...) or a dataset name{hint}")
 
 
 # -- downloads ---------------------------------------------------------------------------------
