@@ -121,10 +121,75 @@ def test_metrics_are_identical_across_runs_and_the_cache_is_used(trained):
     run(evaluate_args(trained["data"], trained["checkpoint"], out2, trained["cache"]), trained["env"])
     assert (out2 / "metrics.json").read_bytes() == (trained["out"] / "metrics.json").read_bytes()
     assert sorted(p.name for p in trained["cache"].glob("*.npy")) == cache_files
-    # the warm run skipped the real sets: its feature network saw only the 12 translations
-    t1 = json.loads((trained["out"] / "eval_info.json").read_text())["timings_s"]
-    t2 = json.loads((out2 / "eval_info.json").read_text())["timings_s"]
-    assert t2["features"] < t1["features"]
+    # the warm run skipped the real sets: its feature network saw only the translations. Counted
+    # images, not seconds, so neither a busy machine nor a fast one decides the outcome.
+    metrics = json.loads((out2 / "metrics.json").read_text())
+    tests, probes = metrics["n_test_A"] + metrics["n_test_B"], metrics["n_probe_train_A"] + metrics["n_probe_train_B"]
+    cold = json.loads((trained["out"] / "eval_info.json").read_text())["feature_images"]
+    warm = json.loads((out2 / "eval_info.json").read_text())["feature_images"]
+    assert cold == {"effnet": 2 * tests + probes}      # translations, real test sets, probe training sets
+    assert warm == {"effnet": tests}                   # translations only
+
+
+def test_the_fingerprint_is_written_and_stable(trained):
+    from training.evaluation.evaluate import fingerprint
+
+    metrics = json.loads((trained["out"] / "metrics.json").read_text())
+    info = json.loads((trained["out"] / "eval_info.json").read_text())
+    assert metrics["evaluation_fingerprint"] == fingerprint(info["fingerprint_parts"])
+    parts = info["fingerprint_parts"]
+    assert parts["size"] == 32 and parts["device"] == {"type": "cpu"}
+    assert set(parts["images"]) == {"test_A", "test_B", "probe_A", "probe_B"}
+    effnet = parts["features"]["effnet"]
+    assert effnet["version"].startswith("effnet_lite0/") and len(effnet["weights_sha256"]) == 64
+
+
+def _fingerprint_inputs(**changes):
+    import torch
+
+    class Tiny(torch.nn.Linear):
+        name, version = "tiny", "tiny/v1"
+
+    torch.manual_seed(0)
+    inputs = dict(images={"test_A": "a", "test_B": "b", "probe_A": "c", "probe_B": "d"}, size=32,
+                  channels={"A": 3, "B": 3}, extractors={"effnet": Tiny(3, 2)}, device=torch.device("cpu"),
+                  synthetic=False)
+    inputs.update(changes)
+    return inputs
+
+
+def test_the_fingerprint_covers_everything_that_changes_a_number():
+    """Every evaluate: key is a part unless listed as changing no number; the images, the size,
+    the channels, the feature network's version and weights, the device type and the synthetic
+    statistic are parts too."""
+    import torch
+
+    from training.config import EvaluateConfig
+    from training.evaluation.evaluate import NUMBERLESS_SETTINGS, fingerprint, fingerprint_parts
+
+    defaults = EvaluateConfig()
+    reference = fingerprint(fingerprint_parts(defaults, **_fingerprint_inputs()))
+    assert reference == fingerprint(fingerprint_parts(EvaluateConfig(), **_fingerprint_inputs()))
+    assert NUMBERLESS_SETTINGS < set(EvaluateConfig.model_fields)
+    for key, value in defaults.model_dump().items():
+        other = (not value if isinstance(value, bool) else value + 17 if isinstance(value, int)
+                 else value * 2 + 1 if isinstance(value, float) else f"{value}-other")
+        changed = fingerprint(fingerprint_parts(defaults.model_copy(update={key: other}), **_fingerprint_inputs()))
+        assert (changed == reference) == (key in NUMBERLESS_SETTINGS), key
+
+    tiny = _fingerprint_inputs()["extractors"]["effnet"]
+    heavier = _fingerprint_inputs()["extractors"]["effnet"]
+    with torch.no_grad():
+        heavier.weight[0, 0] += 1e-6
+    renamed = _fingerprint_inputs()["extractors"]["effnet"]
+    renamed.version = "tiny/v2"
+    for change in (dict(images={"test_A": "a", "test_B": "b", "probe_A": "c", "probe_B": "e"}), dict(size=64),
+                   dict(channels={"A": 1, "B": 3}), dict(extractors={"effnet": heavier}),
+                   dict(extractors={"effnet": renamed}), dict(extractors={"effnet": tiny, "inception": tiny}),
+                   dict(device=torch.device("cuda")), dict(synthetic=True)):
+        assert fingerprint(fingerprint_parts(defaults, **_fingerprint_inputs(**change))) != reference, change
+    # which GPU or CPU does not matter: only the kind of device (see the module's notes)
+    assert fingerprint(fingerprint_parts(defaults, **_fingerprint_inputs(device=torch.device("cpu", 0)))) == reference
 
 
 def test_report_loads_offline_in_headless_chromium(trained):
@@ -202,9 +267,15 @@ def test_max_images_identity_off_and_standard_fid_from_local_weights(trained, tm
     assert (metrics["n_test_A"], metrics["n_test_B"]) == (3, 3)
     assert not any(k.startswith(("identity_", "baseline_identity_")) for k in metrics)
     assert metrics["fid_AtoB"] > 0 and metrics["baseline_fid_AtoB"] > 0 and "fid_BtoA" in metrics
-    # the subset does not change the test split's provenance hash
+    # the subset does not change the test split's provenance hash, but it is another evaluation:
+    # the fingerprint differs, and eval_info.json says in which parts
+    from training.evaluation.evaluate import fingerprint_differences
+
     full = json.loads((trained["out"] / "metrics.json").read_text())
     assert metrics["test_manifest_sha256"] == full["test_manifest_sha256"]
+    assert metrics["evaluation_fingerprint"] != full["evaluation_fingerprint"]
+    parts = [json.loads((folder / "eval_info.json").read_text())["fingerprint_parts"] for folder in (trained["out"], out)]
+    assert fingerprint_differences(*parts) == ["features", "images", "settings"]
 
 
 @pytest.mark.parametrize("case", ["missing_checkpoint", "corrupt_checkpoint", "missing_test_split",

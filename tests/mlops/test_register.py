@@ -194,3 +194,118 @@ def test_register_cli_reports_bad_input_in_one_line(tmp_path, cli_env):
     assert proc.returncode == 2
     assert "domain_success_BtoA" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "mlflow.db").exists() or not (tmp_path / "runs" / "register").exists()
+
+
+# -- like evaluations only, no free passes, no ratchet (issue 13 items 6-8) -------------------
+
+def _metrics_file(folder, **values):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "metrics.json").write_text(json.dumps(values))
+    return folder / "metrics.json"
+
+
+def _champion(mlc, name="cyclegan"):
+    return str(mlc.get_model_version_by_alias(name, "champion").version)
+
+
+def test_stored_metrics_are_reused_only_on_an_equal_evaluation_fingerprint(tmp_path, monkeypatch, tiny_data):
+    """Item 6: the same whole-split hash used to be enough to reuse the champion's stored figures,
+    though a --max-images subset, another image size, feature network or KID setting measures
+    something else. Now the evaluation fingerprint must be equal."""
+    use_mlflow_store(tmp_path, monkeypatch)
+    cfg = Config()
+    mlc = tracking.client(cfg)
+    registry.register(cfg, make_export(tmp_path / "e1", 1.0), make_metrics(tmp_path / "m1"), promote=True,
+                      out=tmp_path / "r1")
+    assert mlc.get_model_version("cyclegan", "1").tags["evaluation_fingerprint"] == "f" * 64
+
+    # same test split hash, another evaluation: the champion's tags are not comparable
+    other = make_metrics(tmp_path / "m2", kid_AtoB_mean=0.004, evaluation_fingerprint="e" * 64)
+    with pytest.raises(UserError, match="evaluation fingerprint.*--data"):
+        registry.register(cfg, make_export(tmp_path / "e2", 2.0), other, promote=True, out=tmp_path / "r2")
+    assert not (tmp_path / "r2" / "decision.json").exists()
+    assert len(_versions(mlc)) == 1 and _champion(mlc) == "1"     # refused before registering anything
+    # with the data, but a champion without generators cannot be re-evaluated: the gate fails, saying why
+    decision = registry.register(cfg, tmp_path / "e2", other, promote=True, data_dir=tiny_data, out=tmp_path / "r2")
+    assert decision["verdict"] == "fail" and decision["action"] == "none: gate failed, champion unchanged"
+    assert any("generators.pt" in reason for reason in decision["reasons"]), decision["reasons"]
+    assert decision["evaluation_fingerprint"] == {"challenger": "e" * 64, "champion": None, "equal": False}
+    assert all(not row["passed"] and row["champion"] is None for row in decision["metrics"])
+    assert json.loads((tmp_path / "r2" / "decision.json").read_text()) == decision
+    assert _champion(mlc) == "1"
+
+    # an equal fingerprint: the stored figures are reused, and the decision names what was compared
+    d3 = registry.register(cfg, make_export(tmp_path / "e3", 3.0), make_metrics(tmp_path / "m3", kid_AtoB_mean=0.004),
+                           promote=True, out=tmp_path / "r3")
+    assert d3["champion_metrics_source"].startswith("registry tags")
+    assert d3["evaluation_fingerprint"] == {"challenger": "f" * 64, "champion": "f" * 64, "equal": True}
+    assert d3["action"] == "promoted" and _champion(mlc) == "3"
+
+
+def test_a_champion_missing_a_gate_metric_never_passes_a_challenger_for_free(tmp_path, monkeypatch, tiny_data):
+    """Item 7: v1 became champion under a narrower gate, so its tags hold no KID and no cycle
+    PSNR. A challenger with KID 9 and cycle PSNR 1 dB used to pass, 'compared on floors only'."""
+    use_mlflow_store(tmp_path, monkeypatch)
+    narrow = Config(register=RegisterConfig(gate_metrics=["domain_success_AtoB", "domain_success_BtoA"]))
+    v1 = _metrics_file(tmp_path / "m1", **{k: GOOD_METRICS[k] for k in (
+        "domain_success_AtoB", "domain_success_BtoA", "test_manifest_sha256", "evaluation_fingerprint")})
+    registry.register(narrow, make_export(tmp_path / "e1", 1.0), v1, promote=True, out=tmp_path / "r1")
+
+    cfg = Config()
+    awful = make_metrics(tmp_path / "m2", kid_AtoB_mean=9.0, kid_BtoA_mean=9.0, cycle_psnr_A=1.0, cycle_psnr_B=1.0)
+    decision = registry.register(cfg, make_export(tmp_path / "e2", 2.0), awful, promote=True, data_dir=tiny_data,
+                                 out=tmp_path / "r2")
+    assert decision["verdict"] == "fail" and decision["champion_after"] == "1"
+    failed = {r["metric"]: r for r in decision["metrics"] if not r["passed"]}
+    assert set(failed) == {"kid_AtoB_mean", "kid_BtoA_mean", "cycle_psnr_A", "cycle_psnr_B"}
+    for row in failed.values():
+        assert row["champion"] is None and "champion value missing or not finite" in row["reason"]
+    # the registry tried to re-evaluate the champion first, and says why it could not
+    assert decision["champion_metrics_source"].startswith("not re-evaluated")
+    assert any("generators.pt" in reason for reason in decision["reasons"]), decision["reasons"]
+    assert _champion(tracking.client(cfg)) == "1"
+
+
+def test_five_promotions_each_a_margin_worse_cannot_ratchet_kid(tmp_path, monkeypatch):
+    """Item 8: each challenger 0.002 KID worse than the last used to pass against the champion
+    alone, doubling KID from 0.010 to 0.020 in five promotions. The best value any promoted
+    version reached on this evaluation binds too: the drift stops at one margin."""
+    use_mlflow_store(tmp_path, monkeypatch)
+    cfg = Config()
+    margin = cfg.register.kid_margin
+    mlc = tracking.client(cfg)
+    registry.register(cfg, make_export(tmp_path / "e1", 1.0), make_metrics(tmp_path / "m1"), promote=True,
+                      out=tmp_path / "r1")
+    kid, actions = GOOD_METRICS["kid_AtoB_mean"], []
+    for step in range(2, 7):
+        kid = kid + margin        # exactly champion + margin: the champion-only rule lets each through
+        decision = registry.register(cfg, make_export(tmp_path / f"e{step}", float(step)),
+                                     make_metrics(tmp_path / f"m{step}", kid_AtoB_mean=kid), promote=True,
+                                     out=tmp_path / f"r{step}")
+        actions.append(decision["action"])
+    assert actions == ["promoted"] + ["none: gate failed, champion unchanged"] * 4
+    champion = mlc.get_model_version_by_alias("cyclegan", "champion")
+    assert str(champion.version) == "2"
+    drift = float(champion.tags["metric.kid_AtoB_mean"]) - GOOD_METRICS["kid_AtoB_mean"]
+    assert drift <= margin * (1 + 1e-9)
+    # the last decision explains the bound: the best promoted value, its version, the tighter threshold
+    row = {r["metric"]: r for r in decision["metrics"]}["kid_AtoB_mean"]
+    assert (row["best_promoted"], row["best_promoted_version"]) == (GOOD_METRICS["kid_AtoB_mean"], "1")
+    assert row["threshold"] == pytest.approx(GOOD_METRICS["kid_AtoB_mean"] + margin)
+    assert "best promoted (version 1)" in row["reason"]
+    assert decision["best_promoted"]["kid_AtoB_mean"] == {"value": GOOD_METRICS["kid_AtoB_mean"], "version": "1"}
+
+
+def test_a_rolled_back_version_no_longer_sets_the_bar(tmp_path, monkeypatch):
+    use_mlflow_store(tmp_path, monkeypatch)
+    cfg = Config()
+    registry.register(cfg, make_export(tmp_path / "e1", 1.0), make_metrics(tmp_path / "m1"), promote=True,
+                      out=tmp_path / "r1")
+    registry.register(cfg, make_export(tmp_path / "e2", 2.0), make_metrics(tmp_path / "m2", kid_AtoB_mean=0.006),
+                      promote=True, out=tmp_path / "r2")
+    registry.rollback(cfg)   # version 2 was judged unfit: its KID is no longer the reference
+    decision = registry.register(cfg, make_export(tmp_path / "e3", 3.0),
+                                 make_metrics(tmp_path / "m3", kid_AtoB_mean=0.0115), promote=True,
+                                 out=tmp_path / "r3")
+    assert decision["best_promoted"]["kid_AtoB_mean"] == {"value": GOOD_METRICS["kid_AtoB_mean"], "version": "1"}
+    assert decision["action"] == "promoted"

@@ -16,10 +16,32 @@ place by ``storage.local_output``, so a failed run leaves the previous output wh
   report           one self-contained HTML page: grids, metric table with baselines, loss curves
   plots            the training log's loss curves and the metrics against their baselines (CSV),
                    for ``dvc plots``
-  info             inputs, their hashes, the evaluate config, timings
+  info             inputs, their hashes, the evaluate config, the fingerprint's parts, how many
+                   images the feature networks saw, timings
+
+The evaluation fingerprint (``evaluation_fingerprint`` in the metrics, its parts in the info):
+one hash over everything that changes a number, so that the promotion gate compares only
+like with like. Its parts: the content hashes of the evaluated images (the ``max_images``
+subset, not the whole split) and of the probe's training subset; the image side and channels;
+each feature network's name, preprocessing version and a hash of its weights; every
+``evaluate:`` setting except ``NUMBERLESS_SETTINGS``; whether the synthetic statistic is
+measured; a hash of the source of the modules that compute the numbers; the versions of the
+numeric libraries; and the device type.
+
+The device type (cpu, cuda) is a part, the device's model and index are not. On CUDA,
+convolutions run in TF32 by default (a 10-bit mantissa: ~5e-4 relative error per product, some
+thousand times float32's) with other kernels than on CPU; errors of that size in the generators'
+outputs can flip a domain-probe verdict near 0.5, and the gate's default margin on domain
+success is 0, so CPU and CUDA figures are not compared (the TF32 switches are parts too). Two
+machines of one kind differ by float32 round-off, as batch sizes and thread counts do:
+``bench/eval_fingerprint.py`` measured at most 3.2e-7 dB of cycle PSNR and 1.9e-7 of KID
+between batch 1, 4, 8 and 1 or 2 threads, with domain success unchanged. That is far below any
+difference worth a decision, so they are left out rather than forcing a re-evaluation on every
+machine; only a margin of exactly 0 (the PSNR default) lets round-off decide an exact tie.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import sys
@@ -247,16 +269,18 @@ def run_pass(paths: list[Path], size: int, channels: int, forward, backward, ide
 
 
 def real_features(name: str, extractor, paths: list[Path], size: int, channels: int, cache, batch_size: int,
-                  device: torch.device, timer: Timer, progress: bool, compute: bool = True):
+                  device: torch.device, timer: Timer, progress: bool, compute: bool = True,
+                  digest: str | None = None):
     """(features or None, cache key) of a real image set: from the cache, else computed
-    when ``compute`` (else None: the caller computes them in its own pass)."""
+    when ``compute`` (else None: the caller computes them in its own pass). ``digest`` is the
+    set's ``files_digest`` when the caller has it already."""
     from tqdm import tqdm
 
     from .features import files_digest
 
     t = time.perf_counter()
     key = cache.key(features=extractor.version, size=size, channels=channels,
-                    images=files_digest(paths))
+                    images=digest or files_digest(paths))
     cached = cache.get(key)
     timer.add("cache", t)
     if cached is not None and cached.shape[0] == len(paths):
@@ -274,6 +298,108 @@ def real_features(name: str, extractor, paths: list[Path], size: int, channels: 
     return features.astype(np.float64), key
 
 
+# -- the fingerprint ----------------------------------------------------------------------
+# ``evaluate:`` settings that change no number: how work is batched (float32 round-off only),
+# how many pictures the grids show, where cached features live (the cache is keyed by content),
+# the device setting (the resolved device type is a part of its own) and the Inception path
+# (its weights' hash is a part). Every other setting is a part, so a new key is covered until
+# someone decides here that it changes nothing.
+NUMBERLESS_SETTINGS = frozenset({"batch_size", "grid_images", "cache_dir", "device", "inception_weights"})
+# the libraries whose arithmetic or image decoding the numbers depend on
+NUMERIC_LIBRARIES = ("torch", "numpy", "scikit-learn", "pillow", "efficientnet-lite-pytorch")
+
+
+class CountingExtractor:
+    """A feature network that counts the images it is shown: the evaluation's record of its
+    feature work (``feature_images`` in the info), which tests read instead of timings."""
+
+    def __init__(self, extractor):
+        self.extractor, self.images = extractor, 0
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        self.images += x.shape[0]
+        return self.extractor(x)
+
+    def __getattr__(self, name):
+        return getattr(self.extractor, name)
+
+
+def weights_sha256(module: torch.nn.Module) -> str:
+    """sha256 over a module's state (names, dtypes, shapes, bytes): the identity of its weights
+    whatever file they came from."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}\0".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def code_sha256(synthetic: bool) -> str:
+    """sha256 over the source of the modules that compute the numbers. Any edit counts, a
+    comment too: a needless re-evaluation costs minutes, a missed one a wrong promotion."""
+    from ..data import transforms
+    from . import distances, features, metrics, probe
+
+    modules = [sys.modules[__name__], metrics, distances, features, probe, transforms]
+    if synthetic:
+        from ..prepare import synthetic as synthetic_module
+
+        modules.append(synthetic_module)
+    digest = hashlib.sha256()
+    for module in modules:
+        digest.update(module.__name__.encode() + b"\0" + Path(module.__file__).read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def library_versions() -> dict[str, str | None]:
+    from importlib import metadata
+
+    versions = {}
+    for name in NUMERIC_LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def device_part(device: torch.device) -> dict:
+    """The device type; on CUDA also whether TF32 is on, which changes the numbers by itself."""
+    part: dict = {"type": device.type}
+    if device.type == "cuda":
+        part["tf32_conv"] = bool(torch.backends.cudnn.allow_tf32)
+        part["tf32_matmul"] = bool(torch.backends.cuda.matmul.allow_tf32)
+    return part
+
+
+def fingerprint_parts(ecfg, *, images: dict[str, str], size: int, channels: dict[str, int], extractors: dict,
+                      device: torch.device, synthetic: bool) -> dict:
+    """What the fingerprint covers (see the module's notes), as plain JSON values."""
+    settings = {k: v for k, v in ecfg.model_dump().items() if k not in NUMBERLESS_SETTINGS}
+    return {
+        "images": dict(sorted(images.items())),
+        "size": size,
+        "channels": dict(sorted(channels.items())),
+        "features": {name: {"name": getattr(net, "name", type(net).__name__), "version": getattr(net, "version", ""),
+                            "weights_sha256": weights_sha256(net)} for name, net in sorted(extractors.items())},
+        "settings": settings,
+        "synthetic_statistic": synthetic,
+        "code_sha256": code_sha256(synthetic),
+        "libraries": library_versions(),
+        "device": device_part(device),
+    }
+
+
+def fingerprint(parts: dict) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def fingerprint_differences(a: dict, b: dict) -> list[str]:
+    """The parts in which two fingerprints differ (sorted names)."""
+    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+
+
 # -- the whole evaluation ---------------------------------------------------------------
 def _mean(values: list[torch.Tensor]) -> float:
     return M.summarise(values)
@@ -289,7 +415,7 @@ def compute(cfg: Config, data: Path, checkpoint: Path, device: torch.device, pro
     from ..engine.checkpoint import load_generators
     from ..utils import sha256_file
     from .distances import frechet_distance_features, kid
-    from .features import FeatureCache, InceptionFeatures, build_extractor, inception_path
+    from .features import FeatureCache, InceptionFeatures, build_extractor, files_digest, inception_path
     from .probe import DomainProbe
 
     ecfg = cfg.evaluate
@@ -307,13 +433,19 @@ def compute(cfg: Config, data: Path, checkpoint: Path, device: torch.device, pro
     nc_a = next(to_b.parameters()).shape[1]
     nc_b = next(to_a.parameters()).shape[1]
     size = ecfg.image_size or model_cfg.data.crop_size
-    extractors = {"effnet": build_extractor(ecfg.features, device)}
+    extractors = {"effnet": CountingExtractor(build_extractor(ecfg.features, device))}
     incep_path = inception_path(ecfg.inception_weights)
     if incep_path is not None:
-        extractors["inception"] = InceptionFeatures(incep_path).to(device)
+        extractors["inception"] = CountingExtractor(InceptionFeatures(incep_path).to(device))
     elif ecfg.inception_weights:   # configured but absent: say so, never download
         print(f"warning: evaluate.inception_weights: {ecfg.inception_weights} not found; standard FID skipped",
               file=sys.stderr)
+    scorer = synthetic_scorer(manifest)
+    digests = {"test_A": files_digest(paths_a), "test_B": files_digest(paths_b),
+               "probe_A": files_digest(train_a), "probe_B": files_digest(train_b)}
+    parts = fingerprint_parts(ecfg, images=digests, size=size, channels={"A": nc_a, "B": nc_b},
+                              extractors={n: e.extractor for n, e in extractors.items()}, device=device,
+                              synthetic=scorer is not None)
     timer.add("load", t)
     cache = FeatureCache(ecfg.cache_dir)
 
@@ -323,9 +455,8 @@ def compute(cfg: Config, data: Path, checkpoint: Path, device: torch.device, pro
         for domain, paths, nc in (("A", paths_a, nc_a), ("B", paths_b, nc_b)):
             real[name, domain], keys[name, domain] = real_features(
                 f"test{domain}", extractor, paths, size, nc, cache, ecfg.batch_size, device, timer, progress,
-                compute=False)
+                compute=False, digest=digests[f"test_{domain}"])
 
-    scorer = synthetic_scorer(manifest)
     common = dict(size=size, identity=ecfg.identity, extractors=extractors, scorer=scorer,
                   grid_images=ecfg.grid_images, batch_size=ecfg.batch_size, device=device, timer=timer,
                   progress=progress)
@@ -341,8 +472,10 @@ def compute(cfg: Config, data: Path, checkpoint: Path, device: torch.device, pro
                 real[name, domain] = computed.astype(np.float32).astype(np.float64)
 
     effnet = extractors["effnet"]
-    probe_a, _ = real_features("trainA", effnet, train_a, size, nc_a, cache, ecfg.batch_size, device, timer, progress)
-    probe_b, _ = real_features("trainB", effnet, train_b, size, nc_b, cache, ecfg.batch_size, device, timer, progress)
+    probe_a, _ = real_features("trainA", effnet, train_a, size, nc_a, cache, ecfg.batch_size, device, timer, progress,
+                               digest=digests["probe_A"])
+    probe_b, _ = real_features("trainB", effnet, train_b, size, nc_b, cache, ecfg.batch_size, device, timer, progress,
+                               digest=digests["probe_B"])
 
     t = time.perf_counter()
     m: dict = {}
@@ -395,6 +528,7 @@ def compute(cfg: Config, data: Path, checkpoint: Path, device: torch.device, pro
     m["n_probe_train_A"], m["n_probe_train_B"] = len(train_a), len(train_b)
     m["image_size"] = size
     m["test_manifest_sha256"], hash_source = test_split_hash(data)
+    m["evaluation_fingerprint"] = fingerprint(parts)
     timer.add("statistics", t)
 
     for key, value in m.items():
@@ -419,6 +553,8 @@ def compute(cfg: Config, data: Path, checkpoint: Path, device: torch.device, pro
         "generator": f"{model_cfg.model.netG}, ngf {model_cfg.model.ngf}, norm {model_cfg.model.norm}",
         "device": str(device),
         "evaluate_config": cfg.to_dict()["evaluate"],
+        "fingerprint_parts": parts,
+        "feature_images": {name: extractor.images for name, extractor in extractors.items()},
         "timings_s": {k: round(v, 3) for k, v in timer.seconds.items()},
     }
     return ordered, grids, info
@@ -482,4 +618,5 @@ def evaluate(cfg: Config, data: str, checkpoint: str, out: str, train_log: str |
                 "train_log": str(train_log) if local_log else "", **info}
         with storage.local_output(out) as tmp:
             write_outputs(tmp, metrics, grids, info, local_log)
-    return {"out": str(out), "metrics": metrics, "timings_s": info["timings_s"]}
+    return {"out": str(out), "metrics": metrics, "timings_s": info["timings_s"],
+            "fingerprint_parts": info["fingerprint_parts"]}

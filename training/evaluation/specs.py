@@ -10,7 +10,11 @@ both directions would reconstruct perfectly.
 
 A metric can gate when it names the ``register:`` key holding its margin (``margin``); the
 gate then requires challenger <= champion + margin (lower is better) or challenger >=
-champion - margin (higher is better), and challenger >= the ``floor`` key's value if any.
+champion - margin (higher is better), the same against the best value any promoted version
+reached on an equal evaluation fingerprint, and challenger >= the ``floor`` key's value if any.
+
+Provenance entries (``provenance=True``) are text: the test split's hash and the evaluation
+fingerprint, which says what exactly was measured (``evaluate.py`` builds it).
 """
 from __future__ import annotations
 
@@ -27,6 +31,7 @@ class Metric:
     margin: str | None = None       # register.<key> with the gate's margin; None: cannot gate
     floor: str | None = None        # register.<key> with an absolute floor the gate also applies
     gate: bool = False              # in register.gate_metrics by default
+    provenance: bool = False        # a text value saying what was measured, not a measurement
 
     @property
     def lower_is_better(self) -> bool:
@@ -89,7 +94,12 @@ _ALL = [
     Metric("n_probe_train_A", "trainA images the probe was fitted on (capped by evaluate.probe_max_per_domain)"),
     Metric("n_probe_train_B", "trainB images the probe was fitted on"),
     Metric("image_size", "side the test images were evaluated at"),
-    Metric("test_manifest_sha256", "provenance hash of the test split (see docs/evaluation.md)"),
+    Metric("test_manifest_sha256", "provenance hash of the whole test split (see docs/evaluation.md)",
+           provenance=True),
+    Metric("evaluation_fingerprint", "provenance: sha256 over everything that changes a number (the evaluated "
+           "images, image size, feature network and weights, evaluate settings, metric code, libraries, "
+           "device type; the evaluation info file lists the parts). The gate compares only equal fingerprints",
+           provenance=True),
 ]
 
 METRICS: dict[str, Metric] = {m.name: m for m in _ALL}
@@ -97,8 +107,11 @@ METRICS: dict[str, Metric] = {m.name: m for m in _ALL}
 WITH_BASELINE = [m.name for m in _ALL if m.baseline]
 # what register.gate_metrics holds unless params say otherwise
 DEFAULT_GATE = [m.name for m in _ALL if m.gate]
-# keys every evaluation's metrics hold: the default gate's metrics and the test set's identity
-GATE_KEYS = [*DEFAULT_GATE, "test_manifest_sha256"]
+# the key of the evaluation fingerprint: the gate reuses stored figures only on an equal one
+FINGERPRINT = "evaluation_fingerprint"
+PROVENANCE = [m.name for m in _ALL if m.provenance]
+# keys every evaluation's metrics hold: the default gate's metrics and what was measured
+GATE_KEYS = [*DEFAULT_GATE, *PROVENANCE]
 
 
 def can_gate(name: str) -> bool:

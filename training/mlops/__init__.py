@@ -2,5 +2,5 @@
 
   tracking.py  the run: opened by train, each step logs its part (``cyclegan track``)
   registry.py  register a version as challenger, promote to champion, roll back, status
-  gate.py      the pure decision: challenger against champion, metric by metric
+  gate.py      the pure decision: challenger against champion and best promoted, metric by metric
 """

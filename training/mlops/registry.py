@@ -5,14 +5,25 @@ The flow of ``cyclegan register --model EXPORT_DIR --metrics METRICS.json [--pro
      (``tracking.py``), so the run holds the metrics and the pyfunc model with both graphs.
   2. The model is registered under ``register.model_name`` unless a version with the same
      ONNX graphs (tag ``onnx_sha256``) exists: registering twice changes nothing. The version
-     carries the metrics (``metric.<name>`` tags), the test manifest hash and the lineage tags,
-     and gets the alias ``challenger``.
-  3. The gate compares the challenger with the champion, metric by metric (``decide``). The
-     champion's figures come from its tags when its test manifest hash equals the
-     challenger's; otherwise the champion is re-evaluated on the challenger's test set first.
-  4. The decision file lists each metric, rule, threshold, champion value and verdict; it is
-     written atomically and logged to the run.
-  5. With ``--promote`` and a passing gate, ``champion`` moves to the new version. A failed
+     carries the metrics (``metric.<name>`` tags), their ``evaluation_fingerprint``, the test
+     manifest hash and the lineage tags, and gets the alias ``challenger``.
+  3. The champion's figures are needed on the challenger's evaluation fingerprint (what exactly
+     was measured: ``evaluation/evaluate.py``). Stored figures are reused only on an equal
+     fingerprint and when every gate metric is there and finite; otherwise the champion is
+     re-evaluated like the challenger (the settings of its evaluation info file, ``--data``) from the
+     generators it carries. A re-evaluation is kept on the version (tag
+     ``evaluation.<fingerprint>``), so the next challenger measured the same way reuses it.
+     A champion that cannot be re-evaluated, or whose re-evaluation still measures something
+     else, fails the gate with the reason; without ``--data`` it is an error.
+  4. The gate compares metric by metric (``gate.decide``) against the champion and against the
+     best value any promoted version reached on the same fingerprint. Promoted means champion
+     now, or once and not rolled back since (the ``champion_trail``). When the fingerprint is
+     new, the versions that held the best values of the previous one (registered-model tag
+     ``gate.reference``) are re-evaluated too, so a new test set does not reset the bound.
+  5. The decision file lists each metric, rule, threshold, champion value, best promoted value
+     and verdict, the fingerprints compared and the reasons for a failure; it is written
+     atomically and logged to the run.
+  6. With ``--promote`` and a passing gate, ``champion`` moves to the new version. A failed
      gate leaves it where it was. Promoting the champion again is a no-op.
 
 The trail of who was champion when lives in model version tags: ``previous_champion`` (the
@@ -31,12 +42,17 @@ from typing import Any
 from . import tracking
 from ..config import Config
 from ..errors import UserError
+from ..evaluation.specs import FINGERPRINT, METRICS, gateable
 from ..layout import Evaluation, Export, Registration
 from ..utils import atomic_write_json
-from .gate import decide
+from .gate import finite, decide
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 TRAIL_MAX_CHARS = 5000   # MLflow's limit on a tag value
+# a version's figures measured under another fingerprint than its own evaluation's: + fingerprint
+EVALUATION_TAG = "evaluation."
+# registered-model tag: the fingerprint of the last comparison and who held the best values then
+REFERENCE_TAG = "gate.reference"
 
 
 # -- registry helpers -------------------------------------------------------------------------
@@ -101,15 +117,17 @@ def register_version(cfg: Config, run_id: str, model_uri: str, onnx_digest: str,
     mlc = tracking.client(cfg)
     name = cfg.register.model_name
     for mv in _versions(mlc, name):
-        if mv.tags.get("onnx_sha256") == onnx_digest:
-            return mv
+        if mv.tags.get("onnx_sha256") == onnx_digest:   # measured again, maybe another way: keep that too
+            record_measurement(mlc, name, mv, metrics)
+            return mlc.get_model_version(name, mv.version)
     tags = {"onnx_sha256": onnx_digest, "run_id": run_id, **tracking.lineage_tags(cfg, data_dir)}
     run_tags = mlc.get_run(run_id).data.tags
     for key in ("data_manifest_sha256", "container_image", "git_commit"):
         if key in run_tags and key not in tags:  # lineage recorded by the train step
             tags[key] = run_tags[key]
-    if isinstance(metrics.get("test_manifest_sha256"), str):
-        tags["test_manifest_sha256"] = metrics["test_manifest_sha256"]
+    for key in ("test_manifest_sha256", FINGERPRINT):
+        if isinstance(metrics.get(key), str):
+            tags[key] = metrics[key]
     for key, value in tracking.numeric_metrics(metrics).items():
         tags[f"metric.{key}"] = repr(value)
     tags.pop("mlflow.source.git.commit", None)
@@ -121,22 +139,59 @@ def version_metrics(mv) -> dict[str, float]:
     return {k[len("metric."):]: float(v) for k, v in mv.tags.items() if k.startswith("metric.")}
 
 
-def champion_metrics(cfg: Config, champion, test_manifest: str | None,
-                     data_dir: str | Path | None) -> tuple[dict[str, Any], str]:
-    """The champion's figures on the challenger's test set, and where they came from."""
-    if test_manifest is not None and champion.tags.get("test_manifest_sha256") == test_manifest:
-        return version_metrics(champion), "registry tags (same test manifest)"
-    if data_dir is None:
-        raise UserError(f"champion version {champion.version} was evaluated on test manifest "
-                        f"{champion.tags.get('test_manifest_sha256', 'unknown')}, not {test_manifest}; "
-                        "pass --data DIR so it can be re-evaluated on the new test set")
-    return reevaluate(cfg, champion, data_dir), "re-evaluated on the challenger's test set"
+def measurement(mv, fingerprint: str) -> dict[str, float] | None:
+    """A version's figures under ``fingerprint``: its own evaluation's tags, or a later
+    re-evaluation's; None when it was never measured that way."""
+    if mv.tags.get(FINGERPRINT) == fingerprint:
+        return version_metrics(mv)
+    try:
+        values = json.loads(mv.tags.get(EVALUATION_TAG + fingerprint, "null"))
+    except ValueError:
+        return None
+    if not isinstance(values, dict):
+        return None
+    return {k: float(v) for k, v in values.items() if finite(v) is not None}
+
+
+def record_measurement(mlc, name: str, mv, metrics: dict[str, Any]) -> None:
+    """Keep the gateable figures of an evaluation of ``mv`` under its fingerprint on the version,
+    unless they are its own evaluation's."""
+    fingerprint = metrics.get(FINGERPRINT)
+    if not isinstance(fingerprint, str) or mv.tags.get(FINGERPRINT) == fingerprint:
+        return
+    values = {k: v for k, v in tracking.numeric_metrics(metrics).items() if k in gateable()}
+    mlc.set_model_version_tag(name, str(mv.version), EVALUATION_TAG + fingerprint, json.dumps(values))
+
+
+def counts_as_promoted(mv, champion_version: str | None) -> bool:
+    """Champion now, or champion once and not rolled back since: its figures set the bar."""
+    if champion_version is not None and str(mv.version) == champion_version:
+        return True
+    events = json.loads(mv.tags.get("champion_trail", "[]"))
+    return bool(events) and events[-1].get("event") != "rolled back"
+
+
+def best_promoted(versions: list, fingerprint: str, names: list[str],
+                  champion_version: str | None) -> dict[str, dict[str, Any]]:
+    """Per metric, the best value a promoted version reached under ``fingerprint`` and which."""
+    best: dict[str, dict[str, Any]] = {}
+    for mv in sorted(versions, key=lambda v: int(v.version)):
+        values = measurement(mv, fingerprint) if counts_as_promoted(mv, champion_version) else None
+        for name in names if values else ():
+            value = finite(values.get(name))
+            if value is None:
+                continue
+            held = best.get(name)
+            if held is None or (value < held["value"] if METRICS[name].lower_is_better else value > held["value"]):
+                best[name] = {"value": value, "version": str(mv.version)}
+    return best
 
 
 def reevaluate(cfg: Config, mv, data_dir: str | Path) -> dict[str, Any]:
     """Evaluate a registered version on ``data_dir``'s test split with ``cyclegan evaluate``'s
     library, from the generator weights the version carries (``Export.GENERATORS``, the source of
-    its verified ONNX graphs)."""
+    its verified ONNX graphs). Returns the evaluation's summary: ``metrics`` (with the
+    ``evaluation_fingerprint``) and ``fingerprint_parts``."""
     import mlflow
 
     from ..evaluation.evaluate import evaluate
@@ -146,10 +201,133 @@ def reevaluate(cfg: Config, mv, data_dir: str | Path) -> dict[str, Any]:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))
         found = sorted(local.rglob(Export.GENERATORS))
         if not found:
-            raise UserError(f"{uri}: carries no {Export.GENERATORS}, so it cannot be re-evaluated on the "
-                            "new test set (it was logged without --checkpoint)")
-        summary = evaluate(cfg, str(data_dir), str(found[0]), str(Path(tmp) / "eval"), progress=False)
-        return dict(summary["metrics"])
+            raise UserError(f"{uri}: carries no {Export.GENERATORS}, so it cannot be re-evaluated "
+                            "(it was registered without --checkpoint)")
+        return evaluate(cfg, str(data_dir), str(found[0]), str(Path(tmp) / "eval"), progress=False)
+
+
+def evaluate_like(cfg: Config, challenger_info: dict | None) -> Config:
+    """``cfg`` with the challenger's ``evaluate:`` settings (from its evaluation info), so that a
+    re-evaluation measures the same way; where caches live stays ours."""
+    from pydantic import ValidationError
+
+    settings = (challenger_info or {}).get("evaluate_config")
+    if not isinstance(settings, dict):
+        return cfg
+    fields = type(cfg.evaluate).model_fields
+    merged = {**cfg.evaluate.model_dump(), **{k: v for k, v in settings.items() if k in fields and k != "cache_dir"}}
+    try:
+        return cfg.model_copy(update={"evaluate": type(cfg.evaluate).model_validate(merged)})
+    except ValidationError:   # written by another version of the code: measure with ours
+        return cfg
+
+
+def remeasure(cfg: Config, mlc, mv, fingerprint: str, data_dir: str | Path,
+              challenger_parts: dict | None) -> tuple[dict[str, Any] | None, str | None, str | None]:
+    """Re-evaluate ``mv`` and keep the figures on it: (figures, their fingerprint, why they
+    cannot be compared or None)."""
+    from ..evaluation.evaluate import fingerprint_differences
+
+    try:
+        summary = reevaluate(cfg, mv, data_dir)
+    except UserError as e:
+        return None, None, f"version {mv.version} cannot be re-evaluated: {e}"
+    figures = summary["metrics"]
+    record_measurement(mlc, cfg.register.model_name, mv, figures)
+    got = figures.get(FINGERPRINT)
+    if got != fingerprint:
+        parts = (", ".join(fingerprint_differences(challenger_parts, summary["fingerprint_parts"]))
+                 if challenger_parts else "unknown: the challenger's evaluation info is not beside its metrics")
+        return None, got, (f"version {mv.version} re-evaluated here measures something else than the challenger's "
+                           f"evaluation (fingerprint {str(got)[:12]} vs {fingerprint[:12]}; parts that differ: {parts})")
+    return figures, got, None
+
+
+def _challenger_info(metrics_path: str | Path, fingerprint: str) -> dict | None:
+    """The evaluation info beside the metrics (``layout.Evaluation``), if it belongs to them
+    (same fingerprint)."""
+    from ..evaluation.evaluate import fingerprint as fingerprint_of
+
+    path = Evaluation(Path(metrics_path).parent).info
+    try:
+        info = json.loads(path.read_text())
+        parts = info["fingerprint_parts"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return info if isinstance(parts, dict) and fingerprint_of(parts) == fingerprint else None
+
+
+def _holes(values: dict[str, Any], names: list[str]) -> list[str]:
+    return [n for n in names if finite(values.get(n)) is None]
+
+
+def carry_reference(cfg: Config, mlc, fingerprint: str, champion_version: str | None, data_dir, info) -> list[str]:
+    """Measure the versions that held the best values of the last comparison's fingerprint under
+    this one too, so that a new test set does not reset the bound; returns notes on those that
+    could not be."""
+    name = cfg.register.model_name
+    try:
+        reference = json.loads(mlc.get_registered_model(name).tags.get(REFERENCE_TAG, "null")) or {}
+    except ValueError:
+        reference = {}
+    if not reference or reference.get("fingerprint") == fingerprint:
+        return []
+    holders = sorted({str(e.get("version")) for e in reference.get("best", {}).values()}, key=int)
+    notes = []
+    for version in holders:
+        mv = mlc.get_model_version(name, version)
+        if not counts_as_promoted(mv, champion_version) or measurement(mv, fingerprint) is not None:
+            continue
+        if data_dir is None:
+            notes.append(f"best-promoted version {version} not re-measured on this fingerprint: no --data")
+            continue
+        _, _, why = remeasure(evaluate_like(cfg, info), mlc, mv, fingerprint, data_dir,
+                              (info or {}).get("fingerprint_parts"))
+        if why:
+            notes.append(f"best-promoted reference: {why}")
+    return notes
+
+
+def reevaluation_needed(champion, fingerprint: str, names: list[str]) -> str | None:
+    """Why the champion's stored figures cannot be compared with the challenger's, or None."""
+    stored = measurement(champion, fingerprint)
+    if stored is None:
+        return (f"champion version {champion.version} was measured under another evaluation fingerprint "
+                f"({champion.tags.get(FINGERPRINT, 'none recorded')[:12]}, not {fingerprint[:12]})")
+    if _holes(stored, names):
+        return (f"champion version {champion.version}'s stored figures lack or have non-finite "
+                f"{', '.join(_holes(stored, names))}")
+    return None
+
+
+def champion_figures(cfg: Config, mlc, champion, fingerprint: str, data_dir, info: dict | None
+                     ) -> tuple[dict[str, Any] | None, str | None, str, str | None]:
+    """The champion's figures on the challenger's fingerprint: (figures or None, their
+    fingerprint, where they came from, why they cannot be compared or None)."""
+    stored = measurement(champion, fingerprint)
+    need = reevaluation_needed(champion, fingerprint, cfg.register.gate_metrics)
+    if need is None:
+        return stored, fingerprint, "registry tags (same evaluation fingerprint)", None
+    if data_dir is None:
+        raise UserError(f"{need}; pass --data DIR so it can be re-evaluated like the challenger")
+    figures, got, why = remeasure(evaluate_like(cfg, info), mlc, champion, fingerprint, data_dir,
+                                  (info or {}).get("fingerprint_parts"))
+    if why:
+        if stored is not None:   # comparable where not missing: each hole fails its own metric
+            return stored, fingerprint, f"not re-evaluated: {need}; the stored figures where present", why
+        return None, got, f"not re-evaluated: {need}", why
+    return figures, got, f"re-evaluated like the challenger: {need}", None
+
+
+def _keep_reference(mlc, cfg: Config, fingerprint: str) -> None:
+    """Note on the registered model who holds the best values under this fingerprint now (after
+    a promotion), so that a later comparison under another one can measure them again."""
+    name = cfg.register.model_name
+    champion = alias_version(mlc, name, CHAMPION)
+    best = best_promoted(_versions(mlc, name), fingerprint, cfg.register.gate_metrics,
+                         str(champion.version) if champion else None)
+    if best:
+        mlc.set_registered_model_tag(name, REFERENCE_TAG, json.dumps({"fingerprint": fingerprint, "best": best}))
 
 
 # -- the command's library calls --------------------------------------------------------------
@@ -163,34 +341,57 @@ def register(cfg: Config, export_dir: str | Path, metrics_path: str | Path, *, p
     if missing:
         raise UserError(f"{metrics_path}: missing gate metric(s) {', '.join(missing)} "
                         "(register.gate_metrics names them)")
+    fingerprint = metrics.get(FINGERPRINT)
+    if not isinstance(fingerprint, str) or not fingerprint:
+        raise UserError(f"{metrics_path}: no {FINGERPRINT}, so the gate cannot tell what was measured "
+                        "(re-run cyclegan evaluate, which writes it)")
+    if data_dir is not None and "://" not in str(data_dir) and not Path(data_dir).is_dir():
+        raise UserError(f"--data {data_dir}: data folder not found")
     paths = tracking.onnx_paths(export_dir)
     digest = tracking.files_sha256(paths)
-    run_id = tracking.resolve_run(cfg, run_id_file)
     mlc = tracking.client(cfg)
+    name = cfg.register.model_name
+    # before anything is logged or registered: a champion that must be re-evaluated needs the data
+    champion = alias_version(mlc, name, CHAMPION)
+    if data_dir is None and champion is not None and champion.tags.get("onnx_sha256") != digest:
+        need = reevaluation_needed(champion, fingerprint, cfg.register.gate_metrics)
+        if need:
+            raise UserError(f"{need}; pass --data DIR so it can be re-evaluated like the challenger")
+    run_id = tracking.resolve_run(cfg, run_id_file)
     eval_dir = Path(metrics_path).parent
     if Evaluation(eval_dir).metrics.resolve() == Path(metrics_path).resolve():
         tracking.log_evaluate(cfg, run_id, eval_dir)
     model_uri = tracking.log_export(cfg, run_id, export_dir, checkpoint)
-    name = cfg.register.model_name
     mv = register_version(cfg, run_id, model_uri, digest, metrics, data_dir)
     version = str(mv.version)
     mlc.set_registered_model_alias(name, CHALLENGER, version)
 
+    info = _challenger_info(metrics_path, fingerprint)
     champion = alias_version(mlc, name, CHAMPION)
-    test_manifest = metrics.get("test_manifest_sha256")
-    if champion is None:
-        champ_values, source = None, "no champion yet"
-    elif str(champion.version) == version:
-        champ_values, source = version_metrics(champion), "the challenger is already the champion"
-    else:
-        champ_values, source = champion_metrics(cfg, champion, test_manifest, data_dir)
-    gate = decide(metrics, champ_values, cfg.register)
+    champion_version = str(champion.version) if champion else None
+    reasons: list[str] = []
+    champ_values, champ_fingerprint, source = None, None, "no champion yet"
+    if champion_version == version:
+        champ_values, champ_fingerprint = metrics, fingerprint
+        source = "the challenger is already the champion"
+    elif champion is not None:
+        champ_values, champ_fingerprint, source, why = champion_figures(cfg, mlc, champion, fingerprint, data_dir,
+                                                                        info)
+        if why:
+            reasons.append(why)
+    notes = carry_reference(cfg, mlc, fingerprint, champion_version, data_dir, info) if champion else []
+    best = best_promoted(_versions(mlc, name), fingerprint, cfg.register.gate_metrics, champion_version)
+    # a champion whose figures could not be had is an empty one: every metric fails, with its reason
+    gate = decide(metrics, {} if champion is not None and champ_values is None else champ_values, cfg.register,
+                  best=best)
+    passed = gate["passed"] and not reasons
+    reasons += [f"{row['metric']}: {row['reason']}" for row in gate["metrics"] if row["reason"]]
 
     if champion is not None and str(champion.version) == version:
         action = "none: already champion"
     elif not promote:
         action = "none: --promote not given"
-    elif gate["passed"]:
+    elif passed:
         _move_champion(mlc, name, version, str(champion.version) if champion else None, "promoted",
                        reason=f"gate passed ({len(gate['metrics'])} metrics)")
         if champion is not None:
@@ -204,15 +405,21 @@ def register(cfg: Config, export_dir: str | Path, metrics_path: str | Path, *, p
         "challenger_version": version,
         "champion_version": str(champion.version) if champion else None,
         "champion_after": str(now_champion.version) if now_champion else None,
-        "test_manifest_sha256": test_manifest,
+        "test_manifest_sha256": metrics.get("test_manifest_sha256"),
+        "evaluation_fingerprint": {"challenger": fingerprint, "champion": champ_fingerprint,
+                                   "equal": None if champion is None else champ_fingerprint == fingerprint},
         "champion_metrics_source": source,
-        "verdict": "pass" if gate["passed"] else "fail",
+        "verdict": "pass" if passed else "fail",
         "promote_requested": promote,
         "action": action,
         "run_id": run_id,
         "metrics": gate["metrics"],
+        "best_promoted": best,
+        "best_promoted_notes": notes,
+        "reasons": reasons,
     }
     mlc.set_model_version_tag(name, version, "gate_verdict", decision["verdict"])
+    _keep_reference(mlc, cfg, fingerprint)
     out_path = Registration(out).decision
     atomic_write_json(out_path, decision)
     mlc.log_artifact(run_id, str(out_path))
