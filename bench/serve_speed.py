@@ -4,13 +4,19 @@
   (b) ONNX Runtime, fp32, batch 1 (the exported model, graph optimisation on)
   (c) the HTTP server (`cyclegan serve`, v2 binary tensors via tritonclient) under concurrent load
   (d) ONNX Runtime, the int8 model (static QDQ quantisation), with its PSNR against fp32
+  (e) ONNX Runtime, the fp16 model (`export.fp16_variant`) on the CPU provider, with its PSNR
+      against fp32: fp16 is for GPUs; this row says what it costs where there is none
+  (f) CUDA provider fp32, (g) CUDA provider fp16, (h) TensorRT provider with fp16 kernels,
+      each with serve's GPU options (I/O binding, cuDNN search, TensorRT profile and cache):
+      "not measured" without a CUDA device
 
 The generator is the paper's (resnet_9blocks, ngf 64) with the authors' random
 initialisation (N(0, 0.02)), exported and verified like `cyclegan export` does. Calibration
 and PSNR images come from ../shared/datasets/horse2zebra.zip when it is there (read in
 place, never extracted), random images otherwise.
 
-Goals: (b) >= 1.0x (a), (c) >= 0.85x (b), (d) >= 1.5x (b) at >= 30 dB.
+Goals: (b) >= 1.0x (a), (c) >= 0.85x (b), (d) >= 1.5x (b) at >= 30 dB; (e) >= 40 dB (no speed goal on
+a CPU); (g), (h) faster than (f) on a GPU.
 
     .venv/bin/python bench/serve_speed.py [--iters 20] [--requests 40] [--concurrency 4] [--json out.json]
 """
@@ -18,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import functools
 import json
 import os
 import platform
@@ -76,7 +83,16 @@ def build_models(folder: Path) -> tuple[object, dict]:
     import torch
 
     from training.config import ExportConfig, ModelConfig
-    from training.export.onnx import NORMALISATION, check_model, compare_with_torch, export_onnx, finish_model, int8_report, quantize_int8
+    from training.export.fp16 import convert_to_fp16
+    from training.export.onnx import (
+        NORMALISATION,
+        check_model,
+        compare_with_torch,
+        export_onnx,
+        finish_model,
+        int8_report,
+        quantize_int8,
+    )
     from training.models.registry import build_generator
 
     torch.manual_seed(0)
@@ -96,6 +112,15 @@ def build_models(folder: Path) -> tuple[object, dict]:
     quantize_int8(folder / "G_AtoB.onnx", folder / "G_AtoB_int8.onnx", domain_images("trainA", 32, 1))
     info["quantize_s"] = time.perf_counter() - started
     info["int8"] = int8_report(folder / "G_AtoB.onnx", folder / "G_AtoB_int8.onnx", domain_images("testA", 16, 2))
+    started = time.perf_counter()
+    convert_to_fp16(folder / "G_AtoB.onnx", folder / "G_AtoB_fp16.onnx")
+    finish_model(folder / "G_AtoB_fp16.onnx", {"direction": "AtoB", "variant": "fp16", "layout": "NCHW",
+                                               "dtype": "float32", "precision": "float16", "training_size": SIZE,
+                                               "size_multiple": 4, "min_size": 8, "normalisation": NORMALISATION})
+    check_model(folder / "G_AtoB_fp16.onnx")
+    info["fp16_convert_s"] = time.perf_counter() - started
+    info["fp16"] = int8_report(folder / "G_AtoB.onnx", folder / "G_AtoB_fp16.onnx", domain_images("testA", 16, 2),
+                               goal_db=40.0)
     info["images"] = "horse2zebra trainA (32, calibration) / testA (16, PSNR)" if ZIP.is_file() else "random noise"
     return net, info
 
@@ -160,6 +185,40 @@ def bench_server(folder: Path, x: np.ndarray, requests: int, concurrency: int, m
         proc.wait(60)
 
 
+# (f), (g), (h): label, provider, model file, serve: settings, goal
+GPU_ROWS = {
+    "f_cuda_fp32": ("(f) CUDA provider, fp32", "cuda", "G_AtoB.onnx", {}, "the GPU baseline"),
+    "g_cuda_fp16": ("(g) CUDA provider, fp16 model", "cuda", "G_AtoB_fp16.onnx", {}, "> (f)"),
+    "h_tensorrt_fp16": ("(h) TensorRT, fp16 kernels", "tensorrt", "G_AtoB.onnx", {"trt_fp16": True}, "> (f)"),
+}
+
+
+def bench_gpu(folder: Path, x: np.ndarray, iters: int, max_batch: int) -> dict:
+    """(f)-(h) through serving's load_session (the options `cyclegan serve` uses), or why not."""
+    import torch
+
+    from serving.config import ServeConfig
+    from serving.errors import ServingError
+    from serving.session import load_session
+
+    results = {}
+    for key, (_, provider, file, settings, _) in GPU_ROWS.items():
+        if not torch.cuda.is_available():
+            results[key] = {"not_measured": "no CUDA device"}
+            continue
+        cfg = ServeConfig(provider=provider, max_batch_size=max_batch, trt_cache_dir=str(folder / "trt-cache"),
+                          trt_opt_side=SIZE, trt_max_side=SIZE, **settings)
+        try:
+            started = time.perf_counter()
+            session = load_session(folder / file, provider, settings=cfg)   # TensorRT builds its engine here
+            load_s = time.perf_counter() - started
+        except ServingError as e:
+            results[key] = {"not_measured": str(e)[:200]}
+            continue
+        results[key] = {**timed_loop(functools.partial(session.run, x), iters), "load_s": load_s}
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--iters", type=int, default=20, help="timed single-image calls for (a), (b), (d)")
@@ -186,32 +245,44 @@ def main() -> None:
         results["b_ort_fp32"] = timed_loop(lambda: fp32.run(x), args.iters)
         int8 = load_session(folder / "G_AtoB_int8.onnx")
         results["d_ort_int8"] = timed_loop(lambda: int8.run(x), args.iters)
-        del fp32, int8  # free the cores' caches for the server process
+        fp16 = load_session(folder / "G_AtoB_fp16.onnx")
+        results["e_ort_fp16_cpu"] = timed_loop(lambda: fp16.run(x), args.iters)
+        del fp32, int8, fp16  # free the cores' caches for the server process
+        results.update(bench_gpu(folder, x, args.iters, args.max_batch))
         results["c_http_server"] = bench_server(folder, x, args.requests, args.concurrency, args.max_batch)
 
-    a, b, c, d = (results[k]["images_per_s"] for k in ("a_pytorch_eager", "b_ort_fp32", "c_http_server", "d_ort_int8"))
+    a, b, c, d, e = (results[k]["images_per_s"] for k in ("a_pytorch_eager", "b_ort_fp32", "c_http_server", "d_ort_int8",
+                                                          "e_ort_fp16_cpu"))
     report = {
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                     "torch_threads": torch.get_num_threads(), "onnxruntime": ort.__version__, "torch": torch.__version__,
                     "loadavg_1m": os.getloadavg()[0]},
         "size": SIZE, "model": "resnet_9blocks ngf 64 (random init)", **info, "results": results,
-        "ratios": {"b_over_a": b / a, "c_over_b": c / b, "d_over_b": d / b},
-        "goals": {"b_over_a": 1.0, "c_over_b": 0.85, "d_over_b": 1.5, "int8_psnr_db": 30.0},
+        "ratios": {"b_over_a": b / a, "c_over_b": c / b, "d_over_b": d / b, "e_over_b": e / b},
+        "goals": {"b_over_a": 1.0, "c_over_b": 0.85, "d_over_b": 1.5, "int8_psnr_db": 30.0, "fp16_psnr_db": 40.0},
         "settings": vars(args),
     }
     print(f"\n256x256, resnet_9blocks ngf 64, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
     print(f"export {info['export_s']:.1f} s, verify max abs diff {info['verify']['max_abs_diff']:.2g}, "
           f"quantise {info['quantize_s']:.1f} s, int8 PSNR {info['int8']['psnr_db_mean']:.2f} dB "
           f"(min {info['int8']['psnr_db_min']:.2f}) on {info['images']}")
+    print(f"fp16 conversion {info['fp16_convert_s']:.1f} s, fp16 PSNR {info['fp16']['psnr_db_mean']:.2f} dB "
+          f"(min {info['fp16']['psnr_db_min']:.2f}) on the same test images")
     print("| mode | images/s | p50 ms | p99 ms | vs (b) | goal |")
     print("| --- | --- | --- | --- | --- | --- |")
     rows = [("(a) PyTorch eager", "a_pytorch_eager", a / b, "(b) >= 1.0x (a)"),
             ("(b) ORT fp32", "b_ort_fp32", 1.0, f"{b / a:.2f}x (a)"),
             (f"(c) HTTP server, {args.concurrency} clients", "c_http_server", c / b, ">= 0.85x (b)"),
-            ("(d) ORT int8", "d_ort_int8", d / b, ">= 1.5x (b), >= 30 dB")]
+            ("(d) ORT int8", "d_ort_int8", d / b, ">= 1.5x (b), >= 30 dB"),
+            ("(e) ORT fp16, CPU provider", "e_ort_fp16_cpu", e / b, ">= 40 dB (fp16 is for GPUs)")]
+    rows += [(label, key, None, goal) for key, (label, *_rest, goal) in GPU_ROWS.items()]
     for label, key, ratio, goal in rows:
         r = results[key]
-        print(f"| {label} | {r['images_per_s']:.2f} | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} | {ratio:.2f}x | {goal} |")
+        if "not_measured" in r:
+            print(f"| {label} | not measured | - | - | - | {goal} ({r['not_measured']}) |")
+            continue
+        shown = f"{ratio:.2f}x" if ratio is not None else f"{r['images_per_s'] / b:.2f}x"
+        print(f"| {label} | {r['images_per_s']:.2f} | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} | {shown} | {goal} |")
     print(f"(c) mean batch size at the server: {results['c_http_server']['mean_batch']:.2f}")
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")

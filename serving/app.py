@@ -25,6 +25,7 @@ before bodies are buffered or images decoded.
 from __future__ import annotations
 
 import io
+import json
 import logging
 import time
 from contextlib import asynccontextmanager
@@ -163,6 +164,8 @@ def check_tensor(x: np.ndarray, model: ServedModel, cfg: ServeConfig) -> None:
                             f"({cfg.max_batch_size})")
     if h * w > cfg.max_pixels:
         raise ProtocolError(f"inputs[{s.input_name}].shape: {h}x{w} is more than serve.max_pixels ({cfg.max_pixels})", 413)
+    if (problem := s.size_error(h, w)) is not None:
+        raise ProtocolError(f"inputs[{s.input_name}].shape: {problem}", 413)
 
 
 def create_app(sessions: dict[str, GeneratorSession], cfg: ServeConfig | None = None,
@@ -182,8 +185,11 @@ def create_app(sessions: dict[str, GeneratorSession], cfg: ServeConfig | None = 
             metrics.inference.labels(name).observe(seconds)
 
         exported = {k: v for k, v in session.metadata.items() if k in SHOWN_METADATA}
+        # protocol parameters are flat strings, numbers and booleans: the options travel as JSON
         parameters = {"direction": direction, "provider": cfg.provider,
-                      "providers_in_use": ",".join(session.providers_in_use), "variant": cfg.variant,
+                      "providers_in_use": ",".join(session.providers_in_use),
+                      "provider_options": json.dumps(dict(session.provider_options), sort_keys=True),
+                      "io_binding": session.io_binding, "variant": cfg.variant,
                       "max_batch_size": cfg.max_batch_size, **registry, **exported}
         models[name] = ServedModel(name, direction, version, session,
                                    DynamicBatcher(session.run_any_size, cfg.max_batch_size,
@@ -349,6 +355,8 @@ def create_app(sessions: dict[str, GeneratorSession], cfg: ServeConfig | None = 
         if declared == "multipart/form-data":
             body, declared = await _form_file(request, body, cfg)
         image = await run_in_threadpool(decode_image, body, declared, cfg, model.session.channels_in)
+        if (problem := model.session.size_error(*image.shape[:2])) is not None:
+            raise ProtocolError(f"image: {problem}", 413)
         x = model.session.to_model_input(image[None])
         y = await model.batcher.submit(x)
         png = await run_in_threadpool(encode_png, model.session.to_images(y)[0])

@@ -10,7 +10,14 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from .errors import ServingError
 
@@ -25,7 +32,8 @@ class ServeConfig(BaseModel):
     port: int = Field(8080, gt=0)
     provider: Literal["cpu", "cuda", "tensorrt"] = Field(
         "cpu", description="ONNX Runtime execution provider; a requested GPU provider that is missing is an error")
-    variant: Literal["fp32", "int8", "uint8"] = Field("fp32", description="which exported model to serve")
+    variant: Literal["fp32", "int8", "uint8", "fp16"] = Field(
+        "fp32", description="which exported model to serve; fp16 is for GPUs (export.fp16_variant)")
     threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads; 0 = the CPUs the process may use "
                          "(affinity and cgroup quota, resolved by the cyclegan command)")
     max_batch_size: int = Field(8, gt=0, description="dynamic batching: most images per model call")
@@ -42,6 +50,19 @@ class ServeConfig(BaseModel):
     body_timeout_s: float = Field(60.0, gt=0, description="whole body within this after the headers, else 408; raise "
                                   "it for big, slow uploads")
     max_connections: int = Field(256, gt=0, description="open connections at once; one more is answered 503 and closed")
+    # GPU provider options (ignored by the cpu provider); /v2/models/{name} and the startup log show those in use.
+    cudnn_conv_algo_search: Literal["EXHAUSTIVE", "HEURISTIC", "DEFAULT"] = Field(
+        "EXHAUSTIVE", description="cuda/tensorrt: how cuDNN picks convolution algorithms: EXHAUSTIVE benchmarks each "
+        "new input shape once (best for a few sizes), HEURISTIC skips that (many different sizes)")
+    io_binding: bool = Field(True, description="cuda/tensorrt: copy each batch to the GPU once and keep the output "
+                             "there until it is read back (ONNX Runtime I/O binding)")
+    trt_fp16: bool = Field(False, description="tensorrt: let TensorRT build fp16 kernels (changes numerics)")
+    trt_cache_dir: str = Field("~/.cache/cyclegan/tensorrt", description="tensorrt: engine and timing cache folder, so "
+                               "a restart loads engines instead of rebuilding them; '' turns caching off")
+    trt_opt_side: int = Field(0, ge=0, description="tensorrt: image side the engine is tuned for; 0 = the model's "
+                              "training size")
+    trt_max_side: int = Field(1024, gt=0, description="tensorrt: largest image side served (the engine's shape "
+                              "profile); larger images are refused with 413")
 
     @field_validator("content_types")
     @classmethod
@@ -50,6 +71,13 @@ class ServeConfig(BaseModel):
         if unknown or not types:
             raise ValueError(f"{unknown or 'empty'} (the server decodes {', '.join(CONTENT_TYPES)})")
         return types
+
+    @model_validator(mode="after")
+    def _profile_order(self):
+        if self.trt_opt_side > self.trt_max_side:
+            raise ValueError(f"serve.trt_opt_side ({self.trt_opt_side}) is more than serve.trt_max_side "
+                             f"({self.trt_max_side})")
+        return self
 
 
 def load_serve_config(section: dict[str, Any] | None, source: str = "params") -> ServeConfig:
@@ -62,7 +90,7 @@ def load_serve_config(section: dict[str, Any] | None, source: str = "params") ->
         return ServeConfig.model_validate(section)
     except ValidationError as error:
         e = error.errors(include_url=False)[0]
-        where = "serve." + ".".join(str(p) for p in e["loc"])
+        where = ".".join(["serve", *(str(p) for p in e["loc"])])   # no loc: a check across keys
         if e["type"] == "extra_forbidden":
             raise ServingError(f"{source}: unknown key '{where}'") from None
         shown = "" if e["type"].startswith("value_error") else f", got {e.get('input')!r}"

@@ -27,7 +27,7 @@ from pathlib import Path
 from .errors import ServingError
 
 DIRECTIONS = ("AtoB", "BtoA")
-VARIANTS = ("fp32", "int8", "uint8")
+VARIANTS = ("fp32", "int8", "uint8", "fp16")
 INT8_OPS = {"QLinearConv", "QuantizeLinear", "DequantizeLinear", "ConvInteger"}
 
 
@@ -67,7 +67,7 @@ class ModelInfo:
 def describe_file(path: Path) -> tuple[str | None, str]:
     """(direction, variant) an exported model says it is in its metadata. Models exported
     before the variant was recorded: uint8 input means the uint8 variant, quantised
-    operators the int8 one, anything else fp32."""
+    operators the int8 one, float16 weights the fp16 one, anything else fp32."""
     import onnx
 
     try:
@@ -82,6 +82,8 @@ def describe_file(path: Path) -> tuple[str | None, str]:
             variant = "uint8"
         elif any(node.op_type in INT8_OPS for node in model.graph.node):
             variant = "int8"
+        elif any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer):
+            variant = "fp16"
         else:
             variant = "fp32"
     return props.get("direction"), variant

@@ -55,12 +55,14 @@ def load_app(model_uri: str, cfg: ServeConfig, tracking_uri: str | None = None):
 
     info = resolve_model(model_uri, cfg.variant, tracking_uri)
     try:
-        sessions = {direction: load_session(path, cfg.provider, cfg.threads, warm_up=True)
+        sessions = {direction: load_session(path, cfg.provider, cfg.threads, warm_up=True, settings=cfg)
                     for direction, path in info.files.items()}
         log.info("model resolved", extra={"fields": {
             **info.describe(), "provider": cfg.provider, "variant": cfg.variant,
             "files": {d: str(p) for d, p in info.files.items()},
-            "providers_in_use": {d: s.providers_in_use for d, s in sessions.items()}}})
+            "providers_in_use": {d: s.providers_in_use for d, s in sessions.items()},
+            "provider_options": {d: dict(s.provider_options) for d, s in sessions.items()},
+            "io_binding": {d: s.io_binding for d, s in sessions.items()}}})
         return create_app(sessions, cfg, info.describe()), info
     except BaseException:  # the caller never gets the info to clean up with
         info.cleanup()

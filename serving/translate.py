@@ -66,6 +66,8 @@ def translate_folder(session, images: list[Path], root: Path, output: Path, batc
     with bar:
         for path in images:
             array = _read(path, session.channels_in)
+            if (problem := session.size_error(*array.shape[:2])) is not None:
+                raise ServingError(f"{path}: {problem}")
             groups.setdefault(array.shape, []).append((path, array))
             buffered += 1
             if len(groups[array.shape]) >= batch_size:
@@ -89,7 +91,7 @@ def translate_model(model_uri: str, direction: str, input: str | Path, output: s
     if direction not in ("AtoB", "BtoA"):
         raise ServingError(f"--direction: {direction!r} is not AtoB or BtoA")
     info = resolve_model(model_uri, cfg.variant, tracking_uri)
-    session = load_session(info.path(direction), cfg.provider, cfg.threads, warm_up=False)
+    session = load_session(info.path(direction), cfg.provider, cfg.threads, warm_up=False, settings=cfg)
     if session.direction and session.direction != direction:
         raise ServingError(f"{info.path(direction)}: is the {session.direction} generator, not {direction}")
     images, root = _inputs(Path(input))

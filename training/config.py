@@ -19,7 +19,14 @@ import warnings
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from .errors import UserError
 from .evaluation.specs import DEFAULT_GATE, can_gate, gateable
@@ -165,7 +172,16 @@ class ExportConfig(Section):
     tolerance: float = Field(0.0001, ge=0, description="max abs difference ORT vs PyTorch (fp32)")
     quantize: bool = Field(False, description="also build an int8 model for CPU serving")
     calibration_images: int = Field(32, ge=0, description="training images per domain that calibrate int8 (0: all)")
-    psnr_images: int = Field(32, ge=0, description="test images per domain for the int8 PSNR report (0: all)")
+    psnr_images: int = Field(32, ge=0, description="test images per domain for the int8 and fp16 PSNR reports "
+                             "(0: all)")
+    fp16_variant: bool = Field(False, description="also export an fp16 model for GPUs (inputs and outputs stay "
+                               "float32); needs export --data: its PSNR against fp32 is measured on test images")
+    fp16_min_psnr_db: float = Field(40.0, ge=0, description="the fp16 model's mean PSNR against fp32 must reach this, "
+                                    "else the export fails")
+    triton: bool = Field(True, description="also write a Triton model repository (triton/ in the export folder) "
+                         "with the names, batching and GPU settings of the serve: section")
+    triton_variant: Literal["fp32", "fp16", "uint8"] = Field(
+        "fp32", description="the exported model the Triton repository serves (fp16 and uint8 need their variant)")
 
     @field_validator("verify_sizes", "verify_batches")
     @classmethod
@@ -173,6 +189,14 @@ class ExportConfig(Section):
         if min(values) <= 0:
             raise ValueError("need at least one value, all positive")
         return values
+
+    @field_validator("triton_variant")
+    @classmethod
+    def _exported(cls, value: str, info: ValidationInfo) -> str:
+        switch = {"fp16": "fp16_variant", "uint8": "uint8_variant"}.get(value)
+        if switch is not None and not info.data.get(switch, False):
+            raise ValueError(f"{value} needs export.{switch}: true (the Triton repository serves an exported model)")
+        return value
 
 
 class RegisterConfig(Section):

@@ -6,6 +6,8 @@ and the CLI's help texts ask this module; nothing else spells these names.
     run.latest          runs/train/checkpoints/latest.pt
     run.epoch(5)        runs/train/checkpoints/epoch_5.pt
     Export("runs/export").onnx("AtoB", "uint8")   runs/export/G_AtoB_uint8.onnx
+    TritonRepository(Export("runs/export").triton).model_file("cyclegan-AtoB")
+                        runs/export/triton/cyclegan-AtoB/1/model.onnx
 
 Roots may be placeholders (``TrainRun("{train}")``): the step table builds its command
 templates that way. Serving does not import this module: it finds exported models by the
@@ -143,10 +145,10 @@ class Evaluation(_Folder):
 
 class Export(_Folder):
     """What ``cyclegan export --out ROOT`` writes."""
-    VARIANTS = ("fp32", "uint8", "int8")
+    VARIANTS = ("fp32", "uint8", "int8", "fp16")
 
     def onnx(self, direction: str, variant: str = "fp32") -> Path:
-        """``G_AtoB.onnx`` (fp32), ``G_AtoB_uint8.onnx``, ``G_AtoB_int8.onnx``."""
+        """``G_AtoB.onnx`` (fp32), ``G_AtoB_uint8.onnx``, ``G_AtoB_int8.onnx``, ``G_AtoB_fp16.onnx``."""
         if direction not in DIRECTIONS:
             raise ValueError(f"direction {direction!r} is not one of {', '.join(DIRECTIONS)}")
         return self.root / (f"G_{direction}.onnx" if variant == "fp32" else f"G_{direction}_{variant}.onnx")
@@ -154,12 +156,48 @@ class Export(_Folder):
     def onnx_pair(self, variant: str = "fp32") -> list[Path]:
         return [self.onnx(d, variant) for d in DIRECTIONS]
 
+    def variant_files(self) -> list[Path]:
+        """Every exported model present, fp32 first: what the registered model carries."""
+        return [p for v in self.VARIANTS for p in self.onnx_pair(v) if p.is_file()]
+
     @property
     def verify(self) -> Path:
         return self.root / "verify.json"
 
+    @property
+    def triton(self) -> Path:
+        """A Triton model repository of the served generators (``TritonRepository``)."""
+        return self.root / "triton"
+
     # inside the registered model: the generators' weights, for re-evaluating a version later
     GENERATORS = "generators.pt"
+
+
+def served_model_name(base: str, direction: str) -> str:
+    """``cyclegan-AtoB``: the name ``cyclegan serve`` gives a direction (``serving/app.py``
+    spells the same rule; a test checks that the two agree) and the Triton model's name."""
+    return f"{base}-{direction}"
+
+
+class TritonRepository(_Folder):
+    """A Triton Inference Server model repository (``tritonserver --model-repository ROOT``):
+    one folder per model with its ``config.pbtxt`` and one numbered version folder."""
+    CONFIG = "config.pbtxt"
+    MODEL_FILE = "model.onnx"      # the ONNX Runtime backend's default model file name
+    VERSION = 1
+
+    def model(self, name: str) -> Path:
+        return self.root / name
+
+    def config(self, name: str) -> Path:
+        return self.model(name) / self.CONFIG
+
+    def model_file(self, name: str, version: int = VERSION) -> Path:
+        return self.model(name) / str(version) / self.MODEL_FILE
+
+    def models(self) -> list[str]:
+        """Names of the models present (folders holding a config)."""
+        return sorted(p.parent.name for p in self.root.glob(f"*/{self.CONFIG}"))
 
 
 class Registration(_Folder):

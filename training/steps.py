@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .export.triton import TritonSettings
 from .layout import FOLDERS, Evaluation, Export, Registration, TrainRun
 
 
@@ -111,8 +112,10 @@ STEPS: tuple[Step, ...] = (
                    ("cyclegan", "track", "export", "{export}", "--checkpoint", LATEST, "--train", "{train}")),
          inputs=("{data}", LATEST, RUN_ID),
          outputs=(Output("{export}"),),
-         params=("export",),
-         code=("training/export",)),
+         params=("export", *TritonSettings.serve_keys()),
+         code=("training/export",),
+         comment="The Triton model repository inside the export folder takes its names, batching and GPU "
+                 "settings from these serve: keys, so changing one re-exports."),
     Step("register", "register the version as challenger; the gate decides whether champion moves",
          commands=(("cyclegan", "register", "--model", "{export}", "--metrics", str(EVALUATION.metrics),
                     "--checkpoint", LATEST, "--data", "{data}", "--train", "{train}", "--out", "{register}",

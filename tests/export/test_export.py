@@ -22,7 +22,7 @@ def test_export_writes_two_verified_single_file_models(exported):
     from training.utils import sha256_file as file_sha256
 
     _, checkpoint, out = exported
-    assert sorted(p.name for p in out.iterdir()) == ["G_AtoB.onnx", "G_BtoA.onnx", "verify.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["G_AtoB.onnx", "G_BtoA.onnx", "triton", "verify.json"]
     report = json.loads((out / "verify.json").read_text())
     assert report["checkpoint_sha256"] == file_sha256(checkpoint)
     for name, direction in (("G_AtoB.onnx", "AtoB"), ("G_BtoA.onnx", "BtoA")):
@@ -113,7 +113,7 @@ def test_uint8_and_int8_variants(exported, tmp_path, capsys):
     assert "int8 PSNR" in capsys.readouterr().out
     names = sorted(p.name for p in out.iterdir())
     assert names == ["G_AtoB.onnx", "G_AtoB_int8.onnx", "G_AtoB_uint8.onnx", "G_BtoA.onnx", "G_BtoA_int8.onnx",
-                     "G_BtoA_uint8.onnx", "verify.json"]
+                     "G_BtoA_uint8.onnx", "triton", "verify.json"]
     report = json.loads((out / "verify.json").read_text())
     for direction in ("AtoB", "BtoA"):
         int8 = report["models"][f"G_{direction}_int8.onnx"]
@@ -207,10 +207,11 @@ def test_unet_generator_exports_with_dynamic_sizes(tiny_data, tmp_path):
                                       "data.load_size=128", "data.crop_size=128"], required=True)
     checkpoint = tmp_path / "unet.pt"
     Trainer(cfg, tiny_data, tmp_path / "run", "cpu").save(checkpoint)
-    export(str(checkpoint), str(tmp_path / "out"), ExportConfig(), progress=False)
+    export(str(checkpoint), str(tmp_path / "out"), ExportConfig(fp16_variant=True), str(tiny_data), progress=False)
     report = json.loads((tmp_path / "out" / "verify.json").read_text())
     entry = report["models"]["G_AtoB.onnx"]
     assert entry["passed"]
+    assert report["models"]["G_AtoB_fp16.onnx"]["psnr_db_mean"] >= 40   # Concat and LeakyRelu convert too
     assert {tuple(c["input_shape"]) for c in entry["cases"]} >= {(1, 3, 128, 128), (1, 3, 128, 256)}
     model = onnx.load(str(tmp_path / "out" / "G_AtoB.onnx"))
     meta = {p.key: p.value for p in model.metadata_props}

@@ -1,4 +1,5 @@
-"""serving/k8s: valid manifests with a GPU request, probes on real routes, the model URI as a parameter."""
+"""serving/k8s: valid manifests with a GPU request, probes on real routes, the model URI as a parameter;
+the Triton InferenceService serves the repository cyclegan export writes, on a GPU."""
 from __future__ import annotations
 
 import shlex
@@ -34,9 +35,19 @@ def app_routes() -> set[tuple[str, str]]:
     return routes
 
 
+def custom_predictors() -> list[dict]:
+    """InferenceServices running our own container (``cyclegan serve``)."""
+    return [d for d in by_kind("InferenceService") if "containers" in d["spec"]["predictor"]]
+
+
+def triton_predictors() -> list[dict]:
+    """InferenceServices running KServe's Triton runtime."""
+    return [d for d in by_kind("InferenceService") if "model" in d["spec"]["predictor"]]
+
+
 def containers() -> list[dict]:
     out = [d["spec"]["template"]["spec"]["containers"][0] for d in by_kind("Deployment")]
-    out += [d["spec"]["predictor"]["containers"][0] for d in by_kind("InferenceService")]
+    out += [d["spec"]["predictor"]["containers"][0] for d in custom_predictors()]
     return out
 
 
@@ -53,7 +64,7 @@ def test_builtin_kinds_validate_against_the_kubernetes_schema(kind):
 
 
 def test_inference_service_structure():
-    (isvc,) = by_kind("InferenceService")
+    (isvc,) = custom_predictors()
     assert isvc["apiVersion"] == "serving.kserve.io/v1beta1" and isvc["metadata"]["name"]
     predictor = isvc["spec"]["predictor"]
     assert set(predictor) <= {"minReplicas", "maxReplicas", "containers", "tolerations", "nodeSelector",
@@ -101,3 +112,31 @@ def test_service_selects_the_deployment():
     from serving.config import ServeConfig
 
     assert deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > ServeConfig().graceful_timeout_s
+
+
+def test_triton_inference_service_serves_the_exported_repository_on_a_gpu():
+    """The KServe Triton runtime's model spec: format triton, protocol v2, a storageUri ending at
+    the repository folder the registered version carries (artifacts/triton), one GPU."""
+    import kubernetes_validate
+
+    from training.layout import Export
+
+    (isvc,) = triton_predictors()
+    assert isvc["apiVersion"] == "serving.kserve.io/v1beta1" and isvc["metadata"]["name"]
+    assert len(by_kind("InferenceService")) == 2, "the custom-container service stays beside it"
+    predictor = isvc["spec"]["predictor"]
+    assert set(predictor) <= {"minReplicas", "maxReplicas", "model", "tolerations", "nodeSelector",
+                              "serviceAccountName", "scaleMetric", "scaleTarget"}
+    assert isinstance(predictor["minReplicas"], int) and predictor["maxReplicas"] >= predictor["minReplicas"]
+    model = predictor["model"]
+    assert model["modelFormat"] == {"name": "triton"}
+    assert model["runtime"] == "kserve-tritonserver" and model["protocolVersion"] == "v2"
+    assert model["storageUri"].startswith(("s3://", "gs://")), "an address KServe's storage initializer reads"
+    assert model["storageUri"].endswith(f"/artifacts/{Export('.').triton.name}")
+    resources = model["resources"]
+    assert int(resources["limits"]["nvidia.com/gpu"]) == 1 and int(resources["requests"]["nvidia.com/gpu"]) == 1
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in predictor["tolerations"]
+    # the model spec is a container spec to KServe: its resources must be valid as one
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "check"},
+           "spec": {"containers": [{"name": "kserve-container", "image": "tritonserver", "resources": resources}]}}
+    kubernetes_validate.validate(pod, kubernetes_validate.latest_version(), strict=True)

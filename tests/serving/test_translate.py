@@ -192,15 +192,17 @@ def test_translate_errors(exported, tmp_path):
 
 
 @pytest.mark.parametrize("provider", ["cuda", "tensorrt"])
-def test_missing_gpu_provider_is_a_loud_error(exported, provider):
+def test_missing_gpu_provider_is_a_loud_error(exported, provider, tmp_path):
     """onnxruntime-gpu lists CUDA/TensorRT even without a GPU and would fall back to the CPU."""
     import onnxruntime as ort
 
-    from serving.session import load_session
+    from serving.config import ServeConfig
     from serving.errors import ServingError as UserError
+    from serving.session import load_session
 
+    settings = ServeConfig(trt_cache_dir=str(tmp_path / "trt"))   # not the user's ~/.cache
     try:
-        session = load_session(exported[2] / "G_AtoB.onnx", provider, warm_up=False)
+        session = load_session(exported[2] / "G_AtoB.onnx", provider, warm_up=False, settings=settings)
     except UserError as e:
         assert provider in str(e) and ("fell back" in str(e) or "lacks" in str(e))
     else:  # a machine with a working GPU: then it must really run there

@@ -11,9 +11,11 @@ to a temporary folder first; only a fully verified set replaces ``OUT``, so a mo
 fails verification is never written as the output.
 
 Options: a uint8 NHWC variant with the normalisation inside the graph
-(``*_uint8.onnx``), and an int8 model from ONNX Runtime's static quantisation calibrated
+(``*_uint8.onnx``), an int8 model from ONNX Runtime's static quantisation calibrated
 on training images (``*_int8.onnx``), reported with its PSNR against the fp32 model on
-test images.
+test images, and an fp16 model for GPUs (``*_fp16.onnx``, ``fp16.py``) that must reach
+``export.fp16_min_psnr_db`` against fp32 on test images. A Triton model repository of the
+served models (``triton.py``) is written into the folder too (``export.triton``).
 
 Why opset 18: torch's exporter (``dynamo=True``, the supported path in torch 2.14) emits
 opset 18, and the ONNX version converter has no adapter taking ``Pad`` down to 17.
@@ -252,39 +254,49 @@ def int8_report(fp32_path: Path, int8_path: Path, images: list[np.ndarray], goal
 
 # --- the whole export ---------------------------------------------------------------------
 
-def export(checkpoint: str, out: str, cfg: ExportConfig, data: str | None = None, progress: bool = True) -> dict:
-    """``cyclegan export``: local or ``s3://`` checkpoint, output folder and data.
+def _check_data(cfg: ExportConfig, data) -> None:
+    if cfg.quantize and data is None:
+        raise UserError("export.quantize: needs --data DIR (trainA/trainB calibrate, testA/testB measure PSNR)")
+    if cfg.fp16_variant and data is None:
+        raise UserError("export.fp16_variant: needs --data DIR (testA/testB measure its PSNR against fp32)")
+
+
+def export(checkpoint: str, out: str, cfg: ExportConfig, data: str | None = None, progress: bool = True,
+           serve: dict | None = None) -> dict:
+    """``cyclegan export``: local or ``s3://`` checkpoint, output folder and data. ``serve`` is
+    the validated ``serve:`` section the Triton repository follows (defaults if None).
 
     The models are written to a temporary folder that replaces ``out`` only when every
     model passed verification (``storage.local_output``).
     """
     from ..storage import local_input, local_output
 
-    if cfg.quantize and data is None:
-        raise UserError("export.quantize: needs --data DIR (trainA/trainB calibrate, testA/testB measure PSNR)")
+    _check_data(cfg, data)
     with contextlib.ExitStack() as stack:
         local_ckpt = stack.enter_context(local_input(checkpoint))
         local_data = stack.enter_context(local_input(data)) if data is not None else None
         folder = stack.enter_context(local_output(out))
-        report = export_generators(local_ckpt, folder, cfg, local_data, progress)
+        report = export_generators(local_ckpt, folder, cfg, local_data, progress, serve)
         report["checkpoint"] = str(checkpoint)
         atomic_write_json(Export(folder).verify, report)
     return report
 
 
 def export_generators(checkpoint: str | Path, folder: str | Path, cfg: ExportConfig, data: str | Path | None = None,
-                      progress: bool = True) -> dict:
+                      progress: bool = True, serve: dict | None = None) -> dict:
     """Export, verify and (optionally) quantise both generators into the existing ``folder``;
     returns the verification report. A failed verification raises UserError."""
     from tqdm import tqdm
 
     from ..engine.checkpoint import load_generators
     from ..utils import sha256_file
+    from .fp16 import PRECISION, convert_to_fp16
+    from .triton import TritonSettings, write_repository
 
     checkpoint, folder = Path(checkpoint), Path(folder)
     files = Export(folder)
-    if cfg.quantize and data is None:
-        raise UserError("export.quantize: needs --data DIR (trainA/trainB calibrate, testA/testB measure PSNR)")
+    _check_data(cfg, data)
+    triton = TritonSettings.from_serve(serve).checked() if cfg.triton else None
     if data is not None and not Path(data).is_dir():
         raise UserError(f"{data}: data folder not found")
     G_A, G_B, train_cfg = load_generators(checkpoint, "cpu")
@@ -294,7 +306,8 @@ def export_generators(checkpoint: str | Path, folder: str | Path, cfg: ExportCon
     shapes = verification_shapes(cfg, multiple)
     report: dict = {"checkpoint": str(checkpoint), "checkpoint_sha256": sha, "opset": cfg.opset,
                     "tolerance": cfg.tolerance, "models": {}}
-    steps = [(d, v) for d in DIRECTIONS for v in ["fp32"] + ["uint8"] * cfg.uint8_variant + ["int8"] * cfg.quantize]
+    steps = [(d, v) for d in DIRECTIONS for v in ["fp32"] + ["uint8"] * cfg.uint8_variant + ["int8"] * cfg.quantize
+             + ["fp16"] * cfg.fp16_variant]
     bar = tqdm(steps, desc="export", unit="model", disable=not progress)
     for direction, variant in bar:
         path = files.onnx(direction, variant)
@@ -322,6 +335,12 @@ def export_generators(checkpoint: str | Path, folder: str | Path, cfg: ExportCon
             images = _load_images(test, c_in, multiple, generator.min_size) if test else calibration
             entry = int8_report(files.onnx(direction), path, images)
             entry["psnr_split"] = split
+        elif variant == "fp16":
+            convert_to_fp16(files.onnx(direction), path)
+            finish_model(path, {**metadata, "layout": "NCHW", "dtype": "float32", "precision": PRECISION,
+                                "normalisation": NORMALISATION})
+            entry = {"opset": check_model(path), **_fp16_report(files.onnx(direction), path, Path(data), train_cfg,
+                                                                domain, c_in, generator, cfg)}
         else:
             layout = "NCHW" if variant == "fp32" else "NHWC"
             module = net if variant == "fp32" else Uint8Generator(net).eval()
@@ -342,4 +361,24 @@ def export_generators(checkpoint: str | Path, folder: str | Path, cfg: ExportCon
         entry.update({"direction": direction, "variant": variant, "bytes": path.stat().st_size,
                       "sha256": sha256_file(path), "seconds": round(time.perf_counter() - started, 2)})
         report["models"][path.name] = entry
+    if triton is not None:
+        report["triton"] = write_repository(folder, triton, cfg.triton_variant)
     return report
+
+
+def _fp16_report(fp32_path: Path, fp16_path: Path, data: Path, train_cfg: Config, domain: str, channels: int,
+                 generator, cfg: ExportConfig) -> dict:
+    """PSNR of the fp16 model against fp32 on the domain's test images (train if it has none),
+    run on ONNX Runtime's CPU provider; below ``export.fp16_min_psnr_db`` the export fails."""
+    test = _domain_images(data, train_cfg, domain, "test", cfg.psnr_images)
+    split = "test" if test else "train"
+    paths = test or _domain_images(data, train_cfg, domain, "train", cfg.psnr_images)
+    if not paths:
+        raise UserError(f"{data}: no images of domain {domain} to measure the fp16 model against fp32")
+    images = _load_images(paths, channels, generator.size_multiple, generator.min_size)
+    entry = int8_report(fp32_path, fp16_path, images, goal_db=cfg.fp16_min_psnr_db)
+    entry.update({"psnr_split": split, "provider": "CPUExecutionProvider"})
+    if not entry["meets_goal"]:
+        raise UserError(f"{fp16_path.name}: fp16 PSNR against fp32 is {entry['psnr_db_mean']:.2f} dB, below "
+                        f"export.fp16_min_psnr_db ({cfg.fp16_min_psnr_db:g}); nothing was written")
+    return entry

@@ -13,7 +13,9 @@ What each step logs (``cyclegan track train|evaluate|export``; folder names in `
   evaluate  the metrics as metrics (text values such as the test manifest hash as tags);
             the metrics file, report, grids and plots as artifacts
   export    the model: one pyfunc carrying both ONNX graphs (``pyfunc_model.py``), with a
-            signature and an input example; the verification report as an artifact
+            signature and an input example, every exported variant (fp16, uint8, int8) and
+            the Triton model repository (artifact ``triton/``) so that a registered version
+            deploys on ``cyclegan serve`` or on Triton; the verification report as an artifact
   register  the promotion gate's decision file (``registry.py``)
 
 Lineage tags on the run (and, by ``registry.py``, on the model version)
@@ -381,9 +383,12 @@ def slim_checkpoint(checkpoint: str | Path, out: Path) -> Path:
 def log_export(cfg: Config, run_id: str, export_dir: str | Path, checkpoint: str | Path | None = None) -> str:
     """Log both ONNX graphs as one pyfunc model in the run; returns its model URI.
 
-    With ``checkpoint``, the model also carries ``Export.GENERATORS`` (the generators' weights and
-    config) so that a later gate can re-evaluate this version on a new test set.
-    Idempotent: a run whose model already holds these exact graphs returns that model's URI.
+    The model also carries the export's other variants (``G_AtoB_fp16`` ...) and its Triton
+    model repository (the artifact folder ``triton``: ``<model>/artifacts/triton/`` of a
+    downloaded version is what ``tritonserver --model-repository`` or KServe's Triton runtime
+    takes). With ``checkpoint``, also ``Export.GENERATORS`` (the generators' weights and config)
+    so that a later gate can re-evaluate this version on a new test set.
+    Idempotent: a run whose model already holds these exact files returns that model's URI.
     """
     import tempfile
 
@@ -391,11 +396,18 @@ def log_export(cfg: Config, run_id: str, export_dir: str | Path, checkpoint: str
 
     paths = onnx_paths(export_dir)
     digest = files_sha256(paths)
+    export = Export(export_dir)
+    extra = [p for p in export.variant_files() if p not in paths]
+    triton = sorted(p for p in export.triton.rglob("*") if p.is_file()) if export.triton.is_dir() else []
+    content = hashlib.sha256(f"{digest} {files_sha256(extra)} {_tree_sha256(export.triton, triton)}".encode())
     mlc = client(cfg)
     tags = mlc.get_run(run_id).data.tags
-    if tags.get("cyclegan.onnx_sha256") == digest and tags.get("cyclegan.model_uri"):
+    if tags.get("cyclegan.logged.export") == content.hexdigest() and tags.get("cyclegan.model_uri"):
         return tags["cyclegan.model_uri"]
     artifacts = {p.stem: str(p) for p in paths}   # keys G_AtoB, G_BtoA: what pyfunc_model.py loads
+    artifacts.update({p.stem: str(p) for p in extra})
+    if triton:
+        artifacts[export.triton.name] = str(export.triton)   # a folder artifact keeps its tree
     tmp = tempfile.TemporaryDirectory(prefix="cyclegan-export-")
     if checkpoint is not None:
         artifacts["generators"] = str(slim_checkpoint(checkpoint, Path(tmp.name) / Export.GENERATORS))
@@ -419,8 +431,17 @@ def log_export(cfg: Config, run_id: str, export_dir: str | Path, checkpoint: str
     tmp.cleanup()
     mlc.set_tag(run_id, "cyclegan.onnx_sha256", digest)
     mlc.set_tag(run_id, "cyclegan.model_uri", info.model_uri)
-    mlc.set_tag(run_id, "cyclegan.logged.export", digest)
+    mlc.set_tag(run_id, "cyclegan.logged.export", content.hexdigest())
     return info.model_uri
+
+
+def _tree_sha256(root: Path, paths: list[Path]) -> str:
+    """One hash over files' paths relative to ``root`` and their contents (the Triton
+    repository holds two files of each name, so names alone do not tell them apart)."""
+    h = hashlib.sha256()
+    for path in paths:
+        h.update(str(path.relative_to(root)).encode() + b"\0" + sha256_file(path).encode())
+    return h.hexdigest()
 
 
 def _signature_and_example(onnx_path: Path):
