@@ -191,3 +191,90 @@ def test_serve_image_needs_no_torch():
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
     serve = _lock("requirements-serve.txt")
     assert not any(name.startswith("torch") for name in serve)
+
+
+# -- the serve image's CUDA libraries --------------------------------------------------------
+
+def _elf_needed(path: Path) -> list[str]:
+    """DT_NEEDED of a little-endian ELF64 shared library: the libraries it links against."""
+    import struct
+
+    with open(path, "rb") as f:
+        header = f.read(64)
+        assert header[:4] == b"\x7fELF" and header[4] == 2 and header[5] == 1, f"{path}: not an ELF64 LE file"
+        (shoff,) = struct.unpack_from("<Q", header, 0x28)
+        shentsize, shnum = struct.unpack_from("<HH", header, 0x3A)
+        f.seek(shoff)
+        sections = [struct.unpack("<IIQQQQIIQQ", f.read(shentsize)[:64]) for _ in range(shnum)]
+        for _name, kind, _flags, _addr, offset, size, link, *_ in sections:
+            if kind == 6:                                  # SHT_DYNAMIC
+                f.seek(offset)
+                entries = [struct.unpack("<qQ", f.read(16)) for _ in range(size // 16)]
+                names = []
+                for tag, value in entries:
+                    if tag == 1:                           # DT_NEEDED: an offset in the linked string table
+                        f.seek(sections[link][4] + value)
+                        names.append(f.read(256).split(b"\0")[0].decode())
+                return names
+    return []
+
+
+def _wheel_libraries() -> dict[str, str]:
+    """shared-library file name -> the installed distribution that ships it (CUDA wheels only)."""
+    from importlib import metadata
+
+    owners = {}
+    for dist in metadata.distributions():
+        name = canonicalize_name(dist.metadata["Name"])
+        if name.startswith(("nvidia-", "cuda-")):
+            for file in dist.files or []:
+                if ".so" in file.name:
+                    owners[file.name] = name
+    return owners
+
+
+# Linked libraries that come from the image's Debian base (glibc, gcc, zlib) or, on a GPU node,
+# from the driver the NVIDIA container toolkit mounts (libcuda.so.1).
+_FROM_OS = {"libcuda.so.1", "libc.so.6", "libm.so.6", "libdl.so.2", "librt.so.1", "libpthread.so.0",
+            "libstdc++.so.6", "libgcc_s.so.1", "ld-linux-x86-64.so.2", "libz.so.1"}
+
+
+def test_serve_lock_has_exactly_the_cuda_wheels_the_cuda_provider_links_against():
+    import onnxruntime
+
+    serve = _lock("requirements-serve.txt")
+    capi = Path(onnxruntime.__file__).parent / "capi"
+    owners = _wheel_libraries()
+    needed = _elf_needed(capi / "libonnxruntime_providers_cuda.so")
+    assert "libcublas.so.13" in needed and "libcudart.so.13" in needed   # the parser reads the real list
+    # cuDNN is loaded at run time (the convolutions), with its own links
+    cudnn = sorted((Path(onnxruntime.__file__).parents[1] / "nvidia" / "cudnn" / "lib").glob("libcudnn*.so.9"))
+    assert cudnn, "nvidia-cudnn-cu13 is not installed here"
+    for library in [capi / "libonnxruntime_providers_cuda.so", *cudnn]:
+        for name in _elf_needed(library):
+            if name in owners:
+                assert owners[name] in serve, f"{library.name} links {name} from {owners[name]}, not in the serve lock"
+            else:
+                assert name in _FROM_OS or name.startswith("libcudnn"), f"{library.name} links {name}: from where?"
+    assert "nvidia-cudnn-cu13" in serve
+    wanted = {owners[n] for n in needed if n in owners} | {"nvidia-cudnn-cu13"}
+    for name in serve:                              # and no CUDA wheel beyond those and their requirements
+        if name.startswith("nvidia-"):
+            assert name in wanted or name == "nvidia-cuda-nvrtc", f"{name} is in the serve lock but not needed"
+    assert "nvidia-cufft" not in serve and "nvidia-nvjitlink" not in serve
+    for name in ("torch", "torchvision", "triton", "kfp", "dvc", "mlflow", "scikit-learn", "onnxscript"):
+        assert name not in serve, name
+
+
+def test_serve_image_library_path_holds_the_cuda_libraries():
+    """The serve stage's LD_LIBRARY_PATH names the folders where the wheels put those libraries."""
+    import onnxruntime
+
+    env = " ".join(s for s in _stages()["serve"] if s.startswith("ENV "))
+    folders = re.search(r"LD_LIBRARY_PATH=(\S+)", env).group(1).split(":")
+    site = Path(onnxruntime.__file__).parents[1]
+    prefix = "/opt/venv/lib/python3.11/site-packages/"
+    assert all(f.startswith(prefix) for f in folders), folders
+    present = {p.name for f in folders for p in (site / f[len(prefix):]).glob("*.so*")}
+    for name in ("libcublasLt.so.13", "libcublas.so.13", "libcurand.so.10", "libcudart.so.13", "libcudnn.so.9"):
+        assert name in present, name
