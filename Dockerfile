@@ -48,21 +48,24 @@ COPY pipeline ./pipeline
 RUN pip wheel --no-deps --wheel-dir /wheels .
 
 # -- train: the full CLI with CUDA PyTorch ----------------------------------------------------
-# Order is cache order: what changes least comes first (the user, then the multi-GB venv,
-# then the project's code); the commit, which changes with every build, comes last, so a
-# new commit rebuilds only the small layers after it.
+# Order is cache order: what changes least comes first (the user, then the multi-GB venv);
+# the project's code and the commit, which change with every build, come after it, so a new
+# commit rebuilds only the small layers from the project's install on.
 FROM base AS train
 ENV MPLCONFIGDIR=/tmp/matplotlib
 RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin cyclegan \
     && mkdir -p /work && chown cyclegan:cyclegan /work
 COPY --from=train-deps /opt/venv /opt/venv
 COPY --from=project /wheels /wheels
+# The lineage arguments come before a RUN: a changed build argument reruns the first RUN after
+# it, and everything after, whereas an ENV that only copies one is taken from the cache with
+# the old value by buildah (containers/buildah#5501), which would bake in an old commit.
+ARG GIT_COMMIT=unknown
+ARG IMAGE_REF=""
 RUN pip install --no-deps /wheels/*.whl && rm -rf /wheels
 WORKDIR /work
 COPY --chown=cyclegan:cyclegan params.yaml dvc.yaml ./
 COPY --chown=cyclegan:cyclegan profiles ./profiles
-ARG GIT_COMMIT=unknown
-ARG IMAGE_REF=""
 # Lineage inside the image: the commit it was built from, and the name it was pushed as.
 ENV CYCLEGAN_GIT_COMMIT=${GIT_COMMIT} \
     CYCLEGAN_IMAGE=${IMAGE_REF}
@@ -77,10 +80,10 @@ RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin cyclegan \
     && mkdir -p /models && chown cyclegan:cyclegan /models   # for a mounted export folder
 COPY --from=serve-deps /opt/venv /opt/venv
 COPY --from=project /wheels /wheels
+ARG GIT_COMMIT=unknown
 RUN pip install --no-deps /wheels/*.whl && rm -rf /wheels
 WORKDIR /home/cyclegan
 COPY --chown=cyclegan:cyclegan params.yaml ./
-ARG GIT_COMMIT=unknown
 ENV CYCLEGAN_GIT_COMMIT=${GIT_COMMIT}
 USER 10001
 EXPOSE 8080

@@ -53,6 +53,10 @@ for target in "${targets[@]}"; do
         "${pip_volumes[@]}" \
         --tag "$image" --file "$ROOT/Dockerfile" "$ROOT"
     seconds=$(( $(date +%s) - start ))
+    # A layer cache that ignored the commit would label the image with an older one.
+    baked=$(bah inspect --type image --format '{{range .OCIv1.Config.Env}}{{println .}}{{end}}' "$image" \
+        | sed -n 's/^CYCLEGAN_GIT_COMMIT=//p')
+    [ "$baked" = "$commit" ] || die "$image says CYCLEGAN_GIT_COMMIT=$baked, but it was built from $commit"
     size=$(bah images --format '{{.Size}}' "$image" | head -1)
     echo "== built $image in ${seconds}s, $size"
     printf '%s\t%s\t%s\t%ss\t%s\t%s\n' "$(date -u +%FT%TZ)" "$image" "${cache[*]}" "$seconds" "$size" "$commit" \

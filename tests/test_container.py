@@ -71,6 +71,20 @@ def test_targets_install_pins_run_unprivileged_with_cyclegan_entrypoint(target, 
     assert any(s.startswith(f"COPY --from={deps_stage} ") for s in stages[target])
 
 
+@pytest.mark.parametrize("target", ["train", "serve"])
+def test_lineage_arguments_reach_a_run_before_their_env(target):
+    """buildah reuses a cached ENV that copies a build argument even when the argument changed
+    (containers/buildah#5501); a RUN after the ARG is rebuilt, and with it everything after."""
+    stage = _stages()[target]
+    for arg in ("GIT_COMMIT", "IMAGE_REF") if target == "train" else ("GIT_COMMIT",):
+        declared = next(i for i, s in enumerate(stage) if re.match(rf"ARG {arg}\b", s))
+        used = next(i for i, s in enumerate(stage) if s.startswith("ENV ") and f"${{{arg}}}" in s)
+        assert any(s.startswith("RUN ") for s in stage[declared:used]), f"{target}: no RUN between ARG {arg} and its ENV"
+        # and after the multi-GB venv copy, so a new commit does not copy the venv again
+        venv = next(i for i, s in enumerate(stage) if s.startswith(f"COPY --from={target}-deps "))
+        assert venv < declared, f"{target}: ARG {arg} before the venv copy"
+
+
 def _lock(name: str) -> dict[str, str]:
     pins = {}
     for line in (ROOT / "docker" / name).read_text().splitlines():
