@@ -4,13 +4,13 @@
 # with no Docker daemon and no registry access (the development machines and CI):
 #   * storage driver: overlay by default. It needs a kernel with overlayfs and a backing
 #     filesystem that supports it (ext4/xfs); vfs works everywhere but stores a full copy of
-#     the file system for every layer (tens of GB for the train image), so it is only the
-#     fallback: IMAGES_STORAGE_DRIVER=vfs.
-#   * isolation: chroot. The OCI runtimes (crun, runc) fail here before the first instruction
-#     ("setrlimit RLIMIT_NPROC: operation not permitted", "cgroups in hybrid mode not
-#     supported"), and so does `podman run`, which always goes through one of them. Chroot
-#     isolation shares the host's network, which the serve smoke test relies on to reach the
-#     server on 127.0.0.1.
+#     the file system for every layer (the train image's 7 GB venv again under each layer
+#     above it), so it is only the fallback: IMAGES_STORAGE_DRIVER=vfs.
+#   * isolation: chroot. The OCI runtimes cannot start a container here: `podman run` fails
+#     with crun ("cgroups in hybrid mode not supported", then "setrlimit RLIMIT_NPROC:
+#     operation not permitted") and with runc (the same setrlimit error), and so does
+#     `buildah run --isolation oci`. Chroot isolation shares the host's network, which the
+#     serve smoke test relies on to reach the server on 127.0.0.1.
 # Every variable can be overridden from the environment.
 
 IMAGES_STORAGE_DRIVER=${IMAGES_STORAGE_DRIVER:-overlay}
