@@ -25,9 +25,15 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 # What `cyclegan serve` / `cyclegan translate --model *.onnx` import (serving/ never imports torch).
 # mlflow-skinny resolves models:/NAME@ALIAS against a tracking server without the full server stack.
-# onnxruntime-gpu[cuda,cudnn] brings the CUDA 13 / cuDNN 9 runtime wheels its CUDA provider loads.
-SERVE_ROOTS = ["onnx", "onnxruntime-gpu[cuda,cudnn]", "fastapi", "uvicorn", "python-multipart", "prometheus-client",
-               "numpy", "pillow", "pyyaml", "tqdm", "boto3", "mlflow-skinny"]
+# The CUDA 13 / cuDNN 9 runtime wheels are the ones ONNX Runtime's CUDA provider loads: it links
+# against cudart, cublas/cublasLt and curand, and loads cuDNN for the convolutions (nvrtc comes
+# with cublas). onnxruntime-gpu's [cuda] extra would add cufft (and, through it, nvjitlink):
+# 405 MB that the provider loads only for the Rfft/Irfft contrib ops (preload_dlls treats it as
+# optional), which a CycleGAN generator never contains. tests/test_container.py checks these
+# against the libraries the installed provider links against.
+SERVE_CUDA = ["nvidia-cuda-runtime", "nvidia-cublas", "nvidia-curand", "nvidia-cudnn-cu13"]
+SERVE_ROOTS = ["onnx", "onnxruntime-gpu", *SERVE_CUDA, "fastapi", "uvicorn", "python-multipart",
+               "prometheus-client", "numpy", "pillow", "pyyaml", "tqdm", "boto3", "mlflow-skinny"]
 # Linux images: evaluate markers for the target platform, not for the machine running this.
 TARGET = {**default_environment(), "sys_platform": "linux", "platform_system": "Linux", "os_name": "posix",
           "platform_machine": "x86_64", "python_version": "3.11", "implementation_name": "cpython"}
