@@ -107,7 +107,8 @@ def build_pipeline(options: "PipelineOptions | None" = None, params: "str | None
 
         tr = steps(train_op(params=params, data=prep.outputs["data"], n_epochs=n_epochs,
                            n_epochs_decay=n_epochs_decay, checkpoint_prefix=checkpoint_prefix,
-                           run_key=dsl.PIPELINE_JOB_ID_PLACEHOLDER, image=image, tracking_uri=tracking_uri),
+                           run_key=dsl.PIPELINE_JOB_ID_PLACEHOLDER, gpus=gpus, image=image,
+                           tracking_uri=tracking_uri),
                    opts.train_cpu, opts.train_memory, image)
         tr.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(gpus)
         tr.set_retry(opts.train_retries, backoff_duration="120s", backoff_factor=2)

@@ -86,7 +86,7 @@ STEPS: tuple[Step, ...] = (
          code=("training/prepare",)),
     Step("train", "train both generators and discriminators; track the run in MLflow",
          commands=(("cyclegan", "train", "--data", "{data}", "--out", "{train}", "--resume", "auto", "--track",
-                    When("mirror", ("--mirror", "{mirror}"))),
+                    When("nproc", ("--nproc-per-node", "{nproc}")), When("mirror", ("--mirror", "{mirror}"))),
                    ("cyclegan", "track", "train", "{train}", "--data", "{data}")),
          inputs=("{data}",),
          outputs=(Output(str(RUN.checkpoints), persist=True), Output(str(RUN.samples), persist=True),
@@ -126,7 +126,8 @@ STEPS: tuple[Step, ...] = (
 )
 BY_NAME = {step.name: step for step in STEPS}
 
-# What `dvc repro` switches on: the gate may move champion. (The mirror is Kubeflow's.)
+# What `dvc repro` switches on: the gate may move champion. (The mirror and the one-process-per-GPU
+# launcher, nproc, are Kubeflow's.)
 DVC_OPTIONS = {"promote": True}
 
 # The params keys a pipeline run takes by name (pipeline parameters, `cyclegan pipeline --source` ...);

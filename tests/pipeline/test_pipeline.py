@@ -52,6 +52,8 @@ def test_compiled_pipeline_requests_a_gpu_node_for_train(tmp_path):
     assert tasks["register"]["cachingOptions"].get("enableCache", False) is False
     assert tasks["train"]["cachingOptions"]["enableCache"] is True
     assert tasks["train"]["inputs"]["parameters"]["run_key"]["runtimeValue"]["constant"] == "{{$.pipeline_job_uuid}}"
+    # the GPUs it requests are the processes it launches
+    assert tasks["train"]["inputs"]["parameters"]["gpus"]["componentInputParameter"] == "gpus"
     inputs = spec["root"]["inputDefinitions"]["parameters"]
     assert set(inputs) == {"params", "image", "source", "n_epochs", "n_epochs_decay", "gpus", "checkpoint_prefix",
                            "tracking_uri", "promote"}
