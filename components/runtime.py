@@ -64,6 +64,39 @@ def run_step(name: str, params: str, folders: dict[str, str], *, options: dict[s
             cyclegan(argv + config)
 
 
+def data_key(data: str | Path) -> str:
+    """The content hash of a prepared dataset: every split's files, from its manifest."""
+    from training.prepare.manifest import SPLITS, manifest_hash
+
+    return manifest_hash(data, SPLITS)
+
+
+def train_key(params: str, data_hash: str, *, overrides: dict[str, Any] | None = None, gpus: int = 0,
+              image: str = "") -> str:
+    """What a train task computes, as one key (``steps.content_key``): the prepared data's
+    hash, the data/model/train params after the pipeline's overrides, the training code, the
+    image, and the number of processes (``gpus`` > 1 trains at ``gpus`` x batch_size)."""
+    from training.config import load_config
+    from training.steps import BY_NAME, content_key, overrides_from
+
+    with tempfile.TemporaryDirectory(prefix="cyclegan-params-") as tmp:
+        cfg = load_config(write_params(params, Path(tmp)), overrides_from(overrides or {}), required=True)
+    return content_key(BY_NAME["train"], cfg.to_dict(), {"data": data_hash}, image=image,
+                       processes=max(gpus, 1))
+
+
+def fingerprint(params: str, source: str = "", *, overrides: dict[str, Any] | None = None, gpus: int = 0,
+                image: str = "", tracking_uri: str = "") -> tuple[str, str]:
+    """(data key, train key) of a pipeline run: the prepare step's commands run into a scratch
+    folder (a source is only known by what it yields), whose manifest gives the data key."""
+    with tempfile.TemporaryDirectory(prefix="cyclegan-fingerprint-") as tmp:
+        data = Path(tmp) / "data"
+        run_step("prepare", params, {"data": str(data)}, overrides={"source": source}, image=image,
+                 tracking_uri=tracking_uri)
+        data_hash = data_key(data)
+    return data_hash, train_key(params, data_hash, overrides=overrides, gpus=gpus, image=image)
+
+
 def metrics_of(evaluation: str) -> dict[str, float]:
     """The numeric metrics of an evaluation folder (for the KFP Metrics artifact)."""
     from training.layout import Evaluation

@@ -133,7 +133,7 @@ def test_local_pipeline_train_task_with_two_gpus_trains_like_one_process_at_batc
     def two_ways(params: str, params_batch_2: str, checkpoint_prefix: str):
         prep = prepare_op(params=params, source="")
         train_op(params=params, data=prep.outputs["data"], gpus=2, checkpoint_prefix=checkpoint_prefix,
-                 run_key="two-gpus").set_display_name("two-processes")
+                 train_key="two-gpus").set_display_name("two-processes")
         train_op(params=params_batch_2, data=prep.outputs["data"], gpus=0).set_display_name("one-process")
 
     root = tmp_path / "root"

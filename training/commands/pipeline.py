@@ -30,6 +30,9 @@ def add_arguments(parser):
     where = parser.add_argument_group("where")
     where.add_argument("--local", action="store_true", help="with run: run here with the SDK's subprocess runner")
     where.add_argument("--pipeline-root", default="runs/kfp", help="with run --local: where task outputs go")
+    where.add_argument("--no-cache", action="store_true",
+                       help="with run --local: run every task (default: reuse the outputs of an earlier run's "
+                            "task with the same inputs, as the cluster does)")
     where.add_argument("--host", default=None, help="KFP API server URL (submit, schedule)")
     where.add_argument("--namespace", default=None, help="KFP namespace (multi-user installs)")
     where.add_argument("--token", default=None, help="bearer token for the KFP API (default: kfp.Client's own)")
@@ -81,13 +84,29 @@ def _arguments(args) -> dict:
     return out
 
 
+def _report_local(result: dict) -> None:
+    """One line: the gate's verdict, where the outputs are, what came from the cache."""
+    from pathlib import Path
+
+    from ..layout import Registration
+
+    # kfp.local keeps each task's output artifact under <root>/<run>/<task>/<output name>/
+    decision_file = Path(result["run_dir"] or "", "register", "decision", Registration("").decision.name)
+    reused = f"; reused from the cache: {', '.join(result['reused'])}" if result["reused"] else ""
+    if decision_file.is_file():
+        decision = json.loads(decision_file.read_text())
+        print(f"pipeline finished: gate {decision['verdict']}, {decision['action']}; outputs under "
+              f"{result['run_dir']}{reused}")
+    else:
+        print(f"pipeline finished; outputs under {result['run_dir']}{reused}")
+
+
 def run(args):
     from pathlib import Path
 
     import importlib
 
     from ..errors import UserError
-    from ..layout import Registration
 
     # the Kubeflow side is its own package (kfp); the library reaches it by module path only
     runner = importlib.import_module("pipeline.run")
@@ -103,15 +122,8 @@ def run(args):
     if args.action == "run":
         if not args.local:
             raise UserError("run: add --local (or use 'submit --host URL' for a cluster)")
-        result = runner.run_local(_arguments(args), args.pipeline_root, document)
-        # kfp.local keeps each task's output artifact under <root>/<run>/<task>/<output name>/
-        name = Registration("").decision.name
-        decisions = sorted(Path(result["pipeline_root"]).glob(f"*/register/decision/{name}"),
-                           key=lambda p: p.stat().st_mtime)
-        if decisions:
-            decision = json.loads(decisions[-1].read_text())
-            print(f"pipeline finished: gate {decision['verdict']}, {decision['action']}; "
-                  f"outputs under {decisions[-1].parents[2]}")
+        result = runner.run_local(_arguments(args), args.pipeline_root, document, cache=not args.no_cache)
+        _report_local(result)
         return 0
     if not args.host:
         raise UserError(f"{args.action}: --host URL of the Kubeflow Pipelines API is required")
