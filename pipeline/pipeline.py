@@ -96,59 +96,83 @@ def _with_secret(task, secret: str):
     return task
 
 
+class StepTasks:
+    """Each step's task as every pipeline here places, retries and caches it; made inside a
+    pipeline function, where ``image`` and ``tracking_uri`` are its parameters."""
+
+    def __init__(self, options: PipelineOptions, image, tracking_uri):
+        self.opts, self.image, self.tracking_uri = options, image, tracking_uri
+
+    def place(self, task, cpu: str | None = None, memory: str | None = None):
+        """The task's image, CPU and memory requests, and the credentials Secret."""
+        task.set_container_image(self.image)
+        task.set_cpu_request(cpu or self.opts.step_cpu).set_memory_request(memory or self.opts.step_memory)
+        return _with_secret(task, self.opts.credentials_secret)
+
+    def fingerprint(self, params, source, n_epochs, n_epochs_decay, gpus):
+        task = self.place(fingerprint_op(params=params, source=source, n_epochs=n_epochs,
+                                         n_epochs_decay=n_epochs_decay, gpus=gpus, image=self.image,
+                                         tracking_uri=self.tracking_uri))
+        task.set_caching_options(False).set_retry(2, backoff_duration="60s", backoff_factor=2)
+        return task.set_display_name("fingerprint")
+
+    def prepare(self, params, source, data_key):
+        task = self.place(prepare_op(params=params, source=source, data_key=data_key, image=self.image,
+                                     tracking_uri=self.tracking_uri))
+        task.set_caching_options(True).set_retry(2, backoff_duration="60s", backoff_factor=2)
+        return task.set_display_name("prepare")
+
+    def train(self, params, data, n_epochs, n_epochs_decay, checkpoint_prefix, train_key, gpus):
+        from kfp import kubernetes
+
+        opts = self.opts
+        task = self.place(train_op(params=params, data=data, n_epochs=n_epochs, n_epochs_decay=n_epochs_decay,
+                                   checkpoint_prefix=checkpoint_prefix, train_key=train_key, gpus=gpus,
+                                   image=self.image, tracking_uri=self.tracking_uri),
+                          opts.train_cpu, opts.train_memory)
+        task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(gpus)
+        task.set_retry(opts.train_retries, backoff_duration="120s", backoff_factor=2)
+        task.set_caching_options(True).set_display_name("train")
+        for key, value in opts.gpu_node_selector.items():
+            kubernetes.add_node_selector(task, label_key=key, label_value=value)
+        if opts.gpu_toleration_key:
+            kubernetes.add_toleration(task, key=opts.gpu_toleration_key, operator="Exists", effect="NoSchedule")
+        return task
+
+    def evaluate(self, params, data, model):
+        task = self.place(evaluate_op(params=params, data=data, model=model, image=self.image,
+                                      tracking_uri=self.tracking_uri))
+        return task.set_retry(1).set_caching_options(True).set_display_name("evaluate")
+
+    def export(self, params, data, model):
+        task = self.place(export_op(params=params, data=data, model=model, image=self.image,
+                                    tracking_uri=self.tracking_uri))
+        return task.set_retry(1).set_caching_options(True).set_display_name("export")
+
+    def register(self, params, data, model, onnx, evaluation, promote):
+        task = self.place(register_op(params=params, data=data, model=model, onnx=onnx, evaluation=evaluation,
+                                      promote=promote, image=self.image, tracking_uri=self.tracking_uri))
+        return task.set_retry(1).set_caching_options(False).set_display_name("register")
+
+
 def build_pipeline(options: "PipelineOptions | None" = None, params: "str | None" = None):
     """The pipeline function, with ``options`` applied and ``params`` as the default document."""
-    from kfp import kubernetes
-
     opts = options or PipelineOptions()
     document = default_params() if params is None else one_line(params)
-
-    def steps(task, cpu: str, memory: str, image):
-        task.set_container_image(image)
-        task.set_cpu_request(cpu).set_memory_request(memory)
-        return _with_secret(task, opts.credentials_secret)
 
     @dsl.pipeline(name=PIPELINE_NAME,
                   description="CycleGAN: prepare -> train -> evaluate + export -> register (MLflow gate)")
     def cyclegan_pipeline(params: str = document, image: str = DEFAULT_IMAGE, source: str = "",
                           n_epochs: int = -1, n_epochs_decay: int = -1, gpus: int = 1,
                           checkpoint_prefix: str = "", tracking_uri: str = "", promote: bool = True):
-        keys = steps(fingerprint_op(params=params, source=source, n_epochs=n_epochs, n_epochs_decay=n_epochs_decay,
-                                    gpus=gpus, image=image, tracking_uri=tracking_uri),
-                     opts.step_cpu, opts.step_memory, image)
-        keys.set_caching_options(False).set_retry(2, backoff_duration="60s", backoff_factor=2)
-        keys.set_display_name("fingerprint")
-
-        prep = steps(prepare_op(params=params, source=source, data_key=keys.outputs["data_key"], image=image,
-                                tracking_uri=tracking_uri), opts.step_cpu, opts.step_memory, image)
-        prep.set_caching_options(True).set_retry(2, backoff_duration="60s", backoff_factor=2)
-        prep.set_display_name("prepare")
-
-        tr = steps(train_op(params=params, data=prep.outputs["data"], n_epochs=n_epochs,
-                           n_epochs_decay=n_epochs_decay, checkpoint_prefix=checkpoint_prefix,
-                           train_key=keys.outputs["train_key"], gpus=gpus, image=image,
-                           tracking_uri=tracking_uri),
-                   opts.train_cpu, opts.train_memory, image)
-        tr.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(gpus)
-        tr.set_retry(opts.train_retries, backoff_duration="120s", backoff_factor=2)
-        tr.set_caching_options(True).set_display_name("train")
-        for key, value in opts.gpu_node_selector.items():
-            kubernetes.add_node_selector(tr, label_key=key, label_value=value)
-        if opts.gpu_toleration_key:
-            kubernetes.add_toleration(tr, key=opts.gpu_toleration_key, operator="Exists", effect="NoSchedule")
-
-        ev = steps(evaluate_op(params=params, data=prep.outputs["data"], model=tr.outputs["model"], image=image,
-                              tracking_uri=tracking_uri), opts.step_cpu, opts.step_memory, image)
-        ev.set_retry(1).set_caching_options(True).set_display_name("evaluate")
-
-        ex = steps(export_op(params=params, data=prep.outputs["data"], model=tr.outputs["model"], image=image,
-                            tracking_uri=tracking_uri), opts.step_cpu, opts.step_memory, image)
-        ex.set_retry(1).set_caching_options(True).set_display_name("export")
-
-        reg = steps(register_op(params=params, data=prep.outputs["data"], model=tr.outputs["model"],
-                               onnx=ex.outputs["onnx"], evaluation=ev.outputs["evaluation"], promote=promote,
-                               image=image, tracking_uri=tracking_uri), opts.step_cpu, opts.step_memory, image)
-        reg.set_retry(1).set_caching_options(False).set_display_name("register")
+        tasks = StepTasks(opts, image, tracking_uri)
+        keys = tasks.fingerprint(params, source, n_epochs, n_epochs_decay, gpus)
+        prep = tasks.prepare(params, source, keys.outputs["data_key"])
+        data = prep.outputs["data"]
+        tr = tasks.train(params, data, n_epochs, n_epochs_decay, checkpoint_prefix, keys.outputs["train_key"], gpus)
+        ev = tasks.evaluate(params, data, tr.outputs["model"])
+        ex = tasks.export(params, data, tr.outputs["model"])
+        tasks.register(params, data, tr.outputs["model"], ex.outputs["onnx"], ev.outputs["evaluation"], promote)
 
     return cyclegan_pipeline
 

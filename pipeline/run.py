@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from training.errors import UserError
 
@@ -100,11 +100,13 @@ class _server_errors:
 
 def submit(host: str, arguments: dict[str, Any], *, params: str, options: PipelineOptions | None = None,
            experiment: str = PIPELINE_NAME, run_name: str | None = None, namespace: str | None = None,
-           token: str | None = None) -> dict[str, Any]:
-    """Compile and start one run on the server at ``host``."""
+           token: str | None = None, compile_to: Callable[[Path], Path] | None = None) -> dict[str, Any]:
+    """Compile and start one run on the server at ``host``; ``compile_to(path)`` writes the
+    pipeline package (default: the main pipeline with ``options`` and ``params``)."""
     client = _client(host, namespace, token)
+    compile_to = compile_to or (lambda path: compile_pipeline(path, options, params))
     with tempfile.TemporaryDirectory(prefix="cyclegan-kfp-") as tmp, _server_errors(host):
-        package = compile_pipeline(Path(tmp) / "cyclegan.yaml", options, params)
+        package = compile_to(Path(tmp) / "cyclegan.yaml")
         result = client.create_run_from_pipeline_package(
             str(package), arguments={"params": params, **arguments}, run_name=run_name,
             experiment_name=experiment, namespace=namespace)
