@@ -145,6 +145,26 @@ def test_bad_cron_and_bad_params_fail_before_contacting_the_server(tmp_path, sta
     assert stand_in_client.calls == []
 
 
+@pytest.mark.parametrize("flag, caching", [([], True), (["--no-cache"], False)])
+def test_local_runs_use_kfp_local_caching_unless_told_not_to(tmp_path, monkeypatch, flag, caching):
+    import kfp.local
+
+    class Stop(Exception):
+        pass
+
+    seen = {}
+
+    def init(**kwargs):
+        seen.update(kwargs)
+        raise Stop   # the settings are what this test is about; nothing needs to run
+
+    monkeypatch.setattr(kfp.local, "init", init)
+    with pytest.raises(Stop):
+        main(["pipeline", "run", "--local", "--params", str(write_tests_params(tmp_path / "p.yaml")),
+              "--pipeline-root", str(tmp_path / "root"), *flag])
+    assert seen["enable_caching"] is caching and seen["pipeline_root"] == str((tmp_path / "root").resolve())
+
+
 @pytest.mark.slow
 def test_local_pipeline_run_end_to_end(tmp_path, monkeypatch, cli_env, s3_env, tiny_data):
     """`cyclegan pipeline run --local` runs the compiled pipeline's very components here, with
