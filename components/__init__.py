@@ -1,10 +1,11 @@
 """Kubeflow Pipelines components: one lightweight ``@dsl.component`` per step.
 
-  prepare   -> Dataset                      components/prepare.py
-  train     Dataset -> Model (run folder)   components/train.py
-  evaluate  Dataset, Model -> Metrics, HTML, Artifact (evaluation folder)
-  export    Dataset, Model -> Model (ONNX folder)
-  register  Dataset, Model, Model, Artifact -> Artifact (the gate's decision)
+  fingerprint  -> data key, train key          components/fingerprint.py (never cached)
+  prepare      data key -> Dataset              components/prepare.py
+  train        Dataset, train key -> Model (run folder)   components/train.py
+  evaluate     Dataset, Model -> Metrics, HTML, Artifact (evaluation folder)
+  export       Dataset, Model -> Model (ONNX folder)
+  register     Dataset, Model, Model, Artifact -> Artifact (the gate's decision)
 
 Lightweight Python components (not container components) because the SDK's local
 subprocess runner only runs those, and so ``cyclegan pipeline run --local`` runs the very

@@ -9,6 +9,7 @@ from . import DEFAULT_IMAGE
 def evaluate(params: str, data: Input[Dataset], model: Input[Model], metrics: Output[Metrics],
              report: Output[HTML], evaluation: Output[Artifact], image: str = "", tracking_uri: str = ""):
     """The evaluate step of training/steps.py; the metrics and the report also as KFP artifacts."""
+    import json
     import shutil
     from pathlib import Path
 
@@ -18,5 +19,10 @@ def evaluate(params: str, data: Input[Dataset], model: Input[Model], metrics: Ou
              tracking_uri=tracking_uri)
     Path(report.path).parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(report_of(evaluation.path), report.path)   # the page is self-contained
-    for name, value in metrics_of(evaluation.path).items():
+    values = metrics_of(evaluation.path)
+    for name, value in values.items():
         metrics.log_metric(name, value)
+    # The values live in the artifact's metadata; a file at its path as well, because kfp.local's
+    # cache treats an output whose local file is missing as no cache entry at all.
+    Path(metrics.path).parent.mkdir(parents=True, exist_ok=True)
+    Path(metrics.path).write_text(json.dumps(values, indent=1))

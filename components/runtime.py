@@ -8,6 +8,9 @@ venv for ``cyclegan pipeline run --local``) and calls ``run_step``.
 
 The pipeline passes one params document (YAML text) plus a few named overrides
 (``steps.PIPELINE_OVERRIDES``); each command gets them as ``--params FILE --set key=value``.
+
+Also here: the content keys the cached tasks are keyed on (``fingerprint``, ``train_key``) and
+the sweep's parts (``apply_variant``, ``rank_candidates``, ``copy_candidate``).
 """
 from __future__ import annotations
 
@@ -64,6 +67,39 @@ def run_step(name: str, params: str, folders: dict[str, str], *, options: dict[s
             cyclegan(argv + config)
 
 
+def data_key(data: str | Path) -> str:
+    """The content hash of a prepared dataset: every split's files, from its manifest."""
+    from training.prepare.manifest import SPLITS, manifest_hash
+
+    return manifest_hash(data, SPLITS)
+
+
+def train_key(params: str, data_hash: str, *, overrides: dict[str, Any] | None = None, gpus: int = 0,
+              image: str = "") -> str:
+    """What a train task computes, as one key (``steps.content_key``): the prepared data's
+    hash, the data/model/train params after the pipeline's overrides, the training code, the
+    image, and the number of processes (``gpus`` > 1 trains at ``gpus`` x batch_size)."""
+    from training.config import load_config
+    from training.steps import BY_NAME, content_key, overrides_from
+
+    with tempfile.TemporaryDirectory(prefix="cyclegan-params-") as tmp:
+        cfg = load_config(write_params(params, Path(tmp)), overrides_from(overrides or {}), required=True)
+    return content_key(BY_NAME["train"], cfg.to_dict(), {"data": data_hash}, image=image,
+                       processes=max(gpus, 1))
+
+
+def fingerprint(params: str, source: str = "", *, overrides: dict[str, Any] | None = None, gpus: int = 0,
+                image: str = "", tracking_uri: str = "") -> tuple[str, str]:
+    """(data key, train key) of a pipeline run: the prepare step's commands run into a scratch
+    folder (a source is only known by what it yields), whose manifest gives the data key."""
+    with tempfile.TemporaryDirectory(prefix="cyclegan-fingerprint-") as tmp:
+        data = Path(tmp) / "data"
+        run_step("prepare", params, {"data": str(data)}, overrides={"source": source}, image=image,
+                 tracking_uri=tracking_uri)
+        data_hash = data_key(data)
+    return data_hash, train_key(params, data_hash, overrides=overrides, gpus=gpus, image=image)
+
+
 def metrics_of(evaluation: str) -> dict[str, float]:
     """The numeric metrics of an evaluation folder (for the KFP Metrics artifact)."""
     from training.layout import Evaluation
@@ -82,3 +118,101 @@ def report_of(evaluation: str) -> Path:
     from training.layout import Evaluation
 
     return Evaluation(evaluation).report
+
+
+# -- sweeps ------------------------------------------------------------------------------------
+
+# What a sweep minimises: the promotion gate's KID, the two directions averaged. KID (a
+# distribution distance on features) is the gate's measure of whether translations look like
+# the target domain; cycle PSNR rewards generators that change little, and domain success
+# saturates at 1 on easy data, so neither ranks variants as well.
+SWEEP_OBJECTIVE = ("kid_AtoB_mean", "kid_BtoA_mean")
+
+
+def apply_variant(params: str, overrides: dict[str, Any]) -> str:
+    """The params document with a variant's ``{"section.key": value}`` laid over it, validated,
+    as one line of JSON. Only the train step's sections may vary (a sweep compares trainings;
+    the rest of the pipeline runs once, for the best)."""
+    import yaml
+
+    from training.config import config_from_dict, merge
+    from training.steps import BY_NAME
+
+    sections = BY_NAME["train"].params
+    nested: dict[str, dict[str, Any]] = {}
+    for dotted, value in overrides.items():
+        section, _, key = dotted.partition(".")
+        if section not in sections or not key or "." in key:
+            raise ValueError(f"sweep variant key {dotted!r}: expected section.key with section one of "
+                             f"{', '.join(sections)} (what training depends on)")
+        # KFP carries list parameters as protobuf numbers (doubles): a grid's 8 arrives as 8.0,
+        # which the config's integer fields refuse; its float fields take an int as it is.
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        nested.setdefault(section, {})[key] = value
+    document = merge((yaml.safe_load(params) or {}) if params.strip() else {}, nested)
+    config_from_dict(document, f"sweep variant {json.dumps(overrides, sort_keys=True)}")
+    return json.dumps(document)
+
+
+def rank_candidates(models: list[str], evaluations: list[str]) -> list[dict[str, Any]]:
+    """Each trained variant (a run folder) with its evaluation, best first by the sweep's
+    objective; each row: model, evaluation, objective, terms, run_id, settings (the
+    data/model/train values in which the variants differ)."""
+    from training.evaluation.specs import METRICS
+    from training.layout import Evaluation, TrainRun
+    from training.mlops.tracking import flatten_config
+    from training.utils import sha256_file
+
+    assert all(METRICS[name].lower_is_better for name in SWEEP_OBJECTIVE)
+    by_checkpoint = {}
+    for folder in evaluations:
+        info = json.loads(Evaluation(folder).info.read_text())
+        by_checkpoint[info["checkpoint_sha256"]] = folder
+    rows = []
+    for folder in models:
+        run = TrainRun(folder)
+        digest = sha256_file(run.latest)
+        if digest not in by_checkpoint:
+            raise RuntimeError(f"{run.latest}: no evaluation of this checkpoint (sha256 {digest[:12]}) among "
+                               f"the {len(evaluations)} given")
+        metrics = json.loads(Evaluation(by_checkpoint[digest]).metrics.read_text())
+        terms = {name: float(metrics[name]) for name in SWEEP_OBJECTIVE}
+        config = json.loads(run.config.read_text())
+        rows.append({"model": folder, "evaluation": by_checkpoint[digest], "terms": terms,
+                     "objective": sum(terms.values()) / len(terms),
+                     "run_id": run.run_id.read_text().strip() if run.run_id.exists() else "",
+                     "config": flatten_config({s: config[s] for s in ("data", "model", "train")})})
+    differing = sorted(k for k in rows[0]["config"] if len({row["config"][k] for row in rows}) > 1) if rows else []
+    for row in rows:
+        row["settings"] = {k: row["config"].pop(k) for k in differing}
+        del row["config"]
+    return sorted(rows, key=lambda row: row["objective"])   # stable: ties keep the given order
+
+
+def copy_candidate(row: dict[str, Any], model_out: str, evaluation_out: str) -> None:
+    """The chosen run folder's latest checkpoint, log, config and MLflow run id (what export and
+    register read; the other checkpoints and samples stay with the variant), and its evaluation."""
+    import shutil
+
+    from training.layout import TrainRun
+
+    source, target = TrainRun(row["model"]), TrainRun(model_out)
+    for name in ("latest", "log", "config", "run_id"):
+        path = getattr(source, name)
+        if path.exists():
+            getattr(target, name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, getattr(target, name))
+    shutil.copytree(row["evaluation"], evaluation_out, dirs_exist_ok=True)
+
+
+def leaderboard_markdown(rows: list[dict[str, Any]]) -> str:
+    """The ranked variants as a Markdown table (KFP shows Markdown artifacts)."""
+    objective = " + ".join(SWEEP_OBJECTIVE)
+    lines = [f"| rank | objective: mean of {objective} | {' | '.join(SWEEP_OBJECTIVE)} | settings | MLflow run |",
+             "|---|---|" + "---|" * len(SWEEP_OBJECTIVE) + "---|---|"]
+    for rank, row in enumerate(rows, 1):
+        settings = ", ".join(f"{k}={v}" for k, v in row["settings"].items()) or "-"
+        terms = " | ".join(f"{row['terms'][name]:.6g}" for name in SWEEP_OBJECTIVE)
+        lines.append(f"| {rank} | {row['objective']:.6g} | {terms} | {settings} | {row['run_id'] or '-'} |")
+    return "\n".join(lines) + "\n"

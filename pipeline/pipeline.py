@@ -1,4 +1,4 @@
-"""The Kubeflow pipeline: prepare -> train -> evaluate + export -> register.
+"""The Kubeflow pipeline: fingerprint -> prepare -> train -> evaluate + export -> register.
 
 Run-time parameters (what a person sets per run) are one params document plus a few named
 overrides; everything else comes from the document:
@@ -9,8 +9,9 @@ overrides; everything else comes from the document:
   source             overrides prepare.source ("" keeps the document's)
   n_epochs, n_epochs_decay   override train.* (-1 keeps the document's)
   gpus               GPUs for the train task
-  checkpoint_prefix  s3://bucket/prefix: the train task mirrors its checkpoint there, per run,
-                     so a retried train task resumes instead of starting over ("" turns it off)
+  checkpoint_prefix  s3://bucket/prefix: the train task mirrors its checkpoint under
+                     PREFIX/<train key>, so a retried train task (or a later run that trains the
+                     same thing) resumes instead of starting over ("" turns it off)
   tracking_uri       the MLflow server ("" keeps register.tracking_uri / MLFLOW_TRACKING_URI)
   promote            move 'champion' when the gate passes
 
@@ -19,11 +20,21 @@ Cluster placement is fixed at compile time (``PipelineOptions``): the train task
 (via kfp-kubernetes); the other tasks request CPU and memory only. An optional Kubernetes
 Secret provides S3 and MLflow credentials as environment variables to every task.
 
-Retries: prepare (downloads) and train (preemptible GPU nodes; it resumes) retry with
-backoff; evaluate and export retry once; register is idempotent and retries once.
-Caching: train, evaluate and export are pure functions of their inputs and are cached;
-prepare reads the outside world (a dataset server, an S3 prefix) and register moves registry
-aliases, so neither is cached.
+Retries: fingerprint and prepare (downloads) and train (preemptible GPU nodes; it resumes)
+retry with backoff; evaluate and export retry once; register is idempotent and retries once.
+
+Caching, so that a scheduled run retrains only when something changed: the fingerprint task
+reads the outside world (a dataset server, an S3 prefix), prepares the data into a scratch
+folder and outputs its content keys; it is never cached. Every later task is keyed on content,
+never on the run: prepare on the data key (a cache hit hands on the earlier run's very Dataset
+artifact, and a KFP cache key names input artifacts by identity), train on the train key
+(data, data/model/train params, training code, image, processes: ``steps.content_key``) and
+on its own inputs, evaluate and export on theirs. So with unchanged data, params and code,
+prepare, train, evaluate and export are cache hits and only register runs again (it finds the
+version by its ONNX digest: nothing new is registered). register moves registry aliases and is
+never cached. The train task's inputs include the whole params document, so a change in any
+section (even evaluate's) trains again: conservative, and the document's sections are logged
+with the run, which a trimmed document would get wrong.
 """
 # No `from __future__ import annotations` here: KFP reads the pipeline's parameter types.
 from dataclasses import dataclass, field
@@ -34,6 +45,7 @@ from kfp import dsl
 from components import DEFAULT_IMAGE
 from components.evaluate import evaluate as evaluate_op
 from components.export import export as export_op
+from components.fingerprint import fingerprint as fingerprint_op
 from components.prepare import prepare as prepare_op
 from components.register import register as register_op
 from components.train import train as train_op
@@ -84,51 +96,83 @@ def _with_secret(task, secret: str):
     return task
 
 
+class StepTasks:
+    """Each step's task as every pipeline here places, retries and caches it; made inside a
+    pipeline function, where ``image`` and ``tracking_uri`` are its parameters."""
+
+    def __init__(self, options: PipelineOptions, image, tracking_uri):
+        self.opts, self.image, self.tracking_uri = options, image, tracking_uri
+
+    def place(self, task, cpu: str | None = None, memory: str | None = None):
+        """The task's image, CPU and memory requests, and the credentials Secret."""
+        task.set_container_image(self.image)
+        task.set_cpu_request(cpu or self.opts.step_cpu).set_memory_request(memory or self.opts.step_memory)
+        return _with_secret(task, self.opts.credentials_secret)
+
+    def fingerprint(self, params, source, n_epochs, n_epochs_decay, gpus):
+        task = self.place(fingerprint_op(params=params, source=source, n_epochs=n_epochs,
+                                         n_epochs_decay=n_epochs_decay, gpus=gpus, image=self.image,
+                                         tracking_uri=self.tracking_uri))
+        task.set_caching_options(False).set_retry(2, backoff_duration="60s", backoff_factor=2)
+        return task.set_display_name("fingerprint")
+
+    def prepare(self, params, source, data_key):
+        task = self.place(prepare_op(params=params, source=source, data_key=data_key, image=self.image,
+                                     tracking_uri=self.tracking_uri))
+        task.set_caching_options(True).set_retry(2, backoff_duration="60s", backoff_factor=2)
+        return task.set_display_name("prepare")
+
+    def train(self, params, data, n_epochs, n_epochs_decay, checkpoint_prefix, train_key, gpus):
+        from kfp import kubernetes
+
+        opts = self.opts
+        task = self.place(train_op(params=params, data=data, n_epochs=n_epochs, n_epochs_decay=n_epochs_decay,
+                                   checkpoint_prefix=checkpoint_prefix, train_key=train_key, gpus=gpus,
+                                   image=self.image, tracking_uri=self.tracking_uri),
+                          opts.train_cpu, opts.train_memory)
+        task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(gpus)
+        task.set_retry(opts.train_retries, backoff_duration="120s", backoff_factor=2)
+        task.set_caching_options(True).set_display_name("train")
+        for key, value in opts.gpu_node_selector.items():
+            kubernetes.add_node_selector(task, label_key=key, label_value=value)
+        if opts.gpu_toleration_key:
+            kubernetes.add_toleration(task, key=opts.gpu_toleration_key, operator="Exists", effect="NoSchedule")
+        return task
+
+    def evaluate(self, params, data, model):
+        task = self.place(evaluate_op(params=params, data=data, model=model, image=self.image,
+                                      tracking_uri=self.tracking_uri))
+        return task.set_retry(1).set_caching_options(True).set_display_name("evaluate")
+
+    def export(self, params, data, model):
+        task = self.place(export_op(params=params, data=data, model=model, image=self.image,
+                                    tracking_uri=self.tracking_uri))
+        return task.set_retry(1).set_caching_options(True).set_display_name("export")
+
+    def register(self, params, data, model, onnx, evaluation, promote):
+        task = self.place(register_op(params=params, data=data, model=model, onnx=onnx, evaluation=evaluation,
+                                      promote=promote, image=self.image, tracking_uri=self.tracking_uri))
+        return task.set_retry(1).set_caching_options(False).set_display_name("register")
+
+
 def build_pipeline(options: "PipelineOptions | None" = None, params: "str | None" = None):
     """The pipeline function, with ``options`` applied and ``params`` as the default document."""
-    from kfp import kubernetes
-
     opts = options or PipelineOptions()
     document = default_params() if params is None else one_line(params)
-
-    def steps(task, cpu: str, memory: str, image):
-        task.set_container_image(image)
-        task.set_cpu_request(cpu).set_memory_request(memory)
-        return _with_secret(task, opts.credentials_secret)
 
     @dsl.pipeline(name=PIPELINE_NAME,
                   description="CycleGAN: prepare -> train -> evaluate + export -> register (MLflow gate)")
     def cyclegan_pipeline(params: str = document, image: str = DEFAULT_IMAGE, source: str = "",
                           n_epochs: int = -1, n_epochs_decay: int = -1, gpus: int = 1,
                           checkpoint_prefix: str = "", tracking_uri: str = "", promote: bool = True):
-        prep = steps(prepare_op(params=params, source=source), opts.step_cpu, opts.step_memory, image)
-        prep.set_caching_options(False).set_retry(2, backoff_duration="60s", backoff_factor=2)
-        prep.set_display_name("prepare")
-
-        tr = steps(train_op(params=params, data=prep.outputs["data"], n_epochs=n_epochs,
-                           n_epochs_decay=n_epochs_decay, checkpoint_prefix=checkpoint_prefix,
-                           run_key=dsl.PIPELINE_JOB_ID_PLACEHOLDER, image=image, tracking_uri=tracking_uri),
-                   opts.train_cpu, opts.train_memory, image)
-        tr.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(gpus)
-        tr.set_retry(opts.train_retries, backoff_duration="120s", backoff_factor=2)
-        tr.set_caching_options(True).set_display_name("train")
-        for key, value in opts.gpu_node_selector.items():
-            kubernetes.add_node_selector(tr, label_key=key, label_value=value)
-        if opts.gpu_toleration_key:
-            kubernetes.add_toleration(tr, key=opts.gpu_toleration_key, operator="Exists", effect="NoSchedule")
-
-        ev = steps(evaluate_op(params=params, data=prep.outputs["data"], model=tr.outputs["model"], image=image,
-                              tracking_uri=tracking_uri), opts.step_cpu, opts.step_memory, image)
-        ev.set_retry(1).set_caching_options(True).set_display_name("evaluate")
-
-        ex = steps(export_op(params=params, data=prep.outputs["data"], model=tr.outputs["model"], image=image,
-                            tracking_uri=tracking_uri), opts.step_cpu, opts.step_memory, image)
-        ex.set_retry(1).set_caching_options(True).set_display_name("export")
-
-        reg = steps(register_op(params=params, data=prep.outputs["data"], model=tr.outputs["model"],
-                               onnx=ex.outputs["onnx"], evaluation=ev.outputs["evaluation"], promote=promote,
-                               image=image, tracking_uri=tracking_uri), opts.step_cpu, opts.step_memory, image)
-        reg.set_retry(1).set_caching_options(False).set_display_name("register")
+        tasks = StepTasks(opts, image, tracking_uri)
+        keys = tasks.fingerprint(params, source, n_epochs, n_epochs_decay, gpus)
+        prep = tasks.prepare(params, source, keys.outputs["data_key"])
+        data = prep.outputs["data"]
+        tr = tasks.train(params, data, n_epochs, n_epochs_decay, checkpoint_prefix, keys.outputs["train_key"], gpus)
+        ev = tasks.evaluate(params, data, tr.outputs["model"])
+        ex = tasks.export(params, data, tr.outputs["model"])
+        tasks.register(params, data, tr.outputs["model"], ex.outputs["onnx"], ev.outputs["evaluation"], promote)
 
     return cyclegan_pipeline
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from training.errors import UserError
 
@@ -33,21 +33,37 @@ def normalise_cron(expression: str) -> str:
     return " ".join(fields)
 
 
-def run_local(arguments: dict[str, Any], pipeline_root: str | Path, params: str) -> dict[str, Any]:
-    """The very same pipeline, run here by ``kfp.local`` with the subprocess runner in this
-    Python environment (placement settings such as the GPU request are ignored locally)."""
+def run_local(arguments: dict[str, Any], pipeline_root: str | Path, params: str, cache: bool = True,
+              pipeline=None) -> dict[str, Any]:
+    """The very same pipeline (``pipeline``, a built pipeline function; default: the main one
+    with ``params``), run here by ``kfp.local`` with the subprocess runner in this Python
+    environment (placement settings such as the GPU request are ignored locally).
+
+    ``cache``: kfp.local's task cache (under ``<pipeline_root>/.kfp_cache``), keyed like the
+    cluster's on each task's component, image, command and inputs (artifacts by URI): a run
+    whose data, params and code are unchanged reuses the earlier run's train, evaluate and
+    export outputs, while those still exist under the root. Returns the run's folder and the
+    top-level tasks it reused."""
     import kfp.local
 
     from .pipeline import build_pipeline
 
     root = Path(pipeline_root).resolve()
     root.mkdir(parents=True, exist_ok=True)
-    kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False), pipeline_root=str(root))
+    kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False), pipeline_root=str(root), enable_caching=cache)
+    pipeline = pipeline or build_pipeline(params=params)
     # Tasks run in this environment, not in an image: unless --image names one, lineage takes
     # CYCLEGAN_IMAGE from the environment (if set) instead of the pipeline's default image.
     arguments = {"gpus": 0, "image": "", **arguments}
-    task = build_pipeline(params=params)(**arguments)
-    return {"pipeline_root": str(root), "outputs": {k: getattr(v, "uri", v) for k, v in task.outputs.items()}}
+    before = {p for p in root.iterdir() if p.is_dir()}
+    task = pipeline(**arguments)
+    # kfp.local gives each run a new folder, and each task that ran a folder in it; a cache hit has none
+    runs = sorted((p for p in root.iterdir() if p.is_dir() and p not in before), key=lambda p: p.stat().st_mtime)
+    run_dir = runs[-1] if runs else None
+    ran = {p.name for p in run_dir.iterdir()} if run_dir else set()
+    reused = sorted(name for name in pipeline.pipeline_spec.root.dag.tasks if name not in ran and run_dir)
+    return {"pipeline_root": str(root), "run_dir": str(run_dir) if run_dir else None, "reused": reused,
+            "outputs": {k: getattr(v, "uri", v) for k, v in task.outputs.items()}}
 
 
 def _client(host: str, namespace: str | None, token: str | None):
@@ -84,11 +100,13 @@ class _server_errors:
 
 def submit(host: str, arguments: dict[str, Any], *, params: str, options: PipelineOptions | None = None,
            experiment: str = PIPELINE_NAME, run_name: str | None = None, namespace: str | None = None,
-           token: str | None = None) -> dict[str, Any]:
-    """Compile and start one run on the server at ``host``."""
+           token: str | None = None, compile_to: Callable[[Path], Path] | None = None) -> dict[str, Any]:
+    """Compile and start one run on the server at ``host``; ``compile_to(path)`` writes the
+    pipeline package (default: the main pipeline with ``options`` and ``params``)."""
     client = _client(host, namespace, token)
+    compile_to = compile_to or (lambda path: compile_pipeline(path, options, params))
     with tempfile.TemporaryDirectory(prefix="cyclegan-kfp-") as tmp, _server_errors(host):
-        package = compile_pipeline(Path(tmp) / "cyclegan.yaml", options, params)
+        package = compile_to(Path(tmp) / "cyclegan.yaml")
         result = client.create_run_from_pipeline_package(
             str(package), arguments={"params": params, **arguments}, run_name=run_name,
             experiment_name=experiment, namespace=namespace)

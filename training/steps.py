@@ -5,7 +5,9 @@ Two runners read this table and nothing else:
   * DVC: ``dvc.yaml`` is generated from it (``cyclegan steps --write dvc.yaml``; a test fails
     when the file and the table disagree), with the step folders of ``layout.FOLDERS``;
   * Kubeflow: each component runs its step's commands (``components/runtime.py``) with the
-    task's artifact paths as the folders.
+    task's artifact paths as the folders, and keys the train task (its cache entry and
+    checkpoint prefix) on what DVC watches for it: ``content_key`` over the step's params
+    sections, code folders and input data.
 
 Commands are argv templates. ``{data}``, ``{train}``, ``{eval}``, ``{export}`` and
 ``{register}`` are the steps' folders; file names inside them come from ``layout``.
@@ -21,6 +23,7 @@ a pure function of its inputs and simply runs again.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from .export.triton import TritonSettings
 from .layout import FOLDERS, Evaluation, Export, Registration, TrainRun
@@ -87,7 +90,7 @@ STEPS: tuple[Step, ...] = (
          code=("training/prepare",)),
     Step("train", "train both generators and discriminators; track the run in MLflow",
          commands=(("cyclegan", "train", "--data", "{data}", "--out", "{train}", "--resume", "auto", "--track",
-                    When("mirror", ("--mirror", "{mirror}"))),
+                    When("nproc", ("--nproc-per-node", "{nproc}")), When("mirror", ("--mirror", "{mirror}"))),
                    ("cyclegan", "track", "train", "{train}", "--data", "{data}")),
          inputs=("{data}",),
          outputs=(Output(str(RUN.checkpoints), persist=True), Output(str(RUN.samples), persist=True),
@@ -129,7 +132,8 @@ STEPS: tuple[Step, ...] = (
 )
 BY_NAME = {step.name: step for step in STEPS}
 
-# What `dvc repro` switches on: the gate may move champion. (The mirror is Kubeflow's.)
+# What `dvc repro` switches on: the gate may move champion. (The mirror and the one-process-per-GPU
+# launcher, nproc, are Kubeflow's.)
 DVC_OPTIONS = {"promote": True}
 
 # The params keys a pipeline run takes by name (pipeline parameters, `cyclegan pipeline --source` ...);
@@ -144,6 +148,47 @@ PLOTS = [
     {"Metrics vs identity baseline": {"template": "bar_horizontal", "x": "checkpoint",
                                       "y": {str(Evaluation(FOLDERS["eval"]).metrics_plot): "metric"}}},
 ]
+
+
+# -- content keys (Kubeflow's caching and checkpoint prefix) ------------------------------------
+
+# The folder holding the ``training`` package: Step.code paths are relative to it (the repo root
+# in a checkout, site-packages in an installed image).
+CODE_ROOT = Path(__file__).resolve().parents[1]
+
+
+def code_version(paths: tuple[str, ...], root: str | Path = CODE_ROOT) -> str:
+    """sha256 over the files under ``paths`` (relative to ``root``, as in ``Step.code``): each
+    file's relative path and content hash, sorted; compiled caches are left out. A missing
+    path counts as empty, so an image without a folder still gets a stable answer."""
+    import hashlib
+
+    from .utils import sha256_file
+
+    root = Path(root)
+    digest = hashlib.sha256()
+    for base in paths:
+        folder = root / base
+        files = [folder] if folder.is_file() else sorted(folder.rglob("*")) if folder.is_dir() else []
+        for path in files:
+            if path.is_file() and "__pycache__" not in path.parts and path.suffix not in (".pyc", ".pyo"):
+                digest.update(f"{path.relative_to(root).as_posix()}\t{sha256_file(path)}\n".encode())
+    return digest.hexdigest()
+
+
+def content_key(step: Step, config: dict, inputs: dict[str, str], code_root: str | Path = CODE_ROOT,
+                **extra: object) -> str:
+    """One sha256 over what ``step``'s result depends on, the things ``dvc repro`` watches for
+    it: its params sections (``config`` is the typed config's dict, so a default spelled out and
+    one left out agree), its code folders, the content hashes of its ``inputs``, and ``extra``
+    (the image, the process count). Equal keys mean the step would compute the same thing."""
+    import hashlib
+    import json
+
+    document = {"step": step.name, "params": {section: config[section] for section in step.params},
+                "code": code_version(step.code, code_root), "inputs": inputs, "extra": extra}
+    canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def overrides_from(named: dict[str, object]) -> list[str]:

@@ -66,6 +66,10 @@ def test_optional_parts_appear_only_when_set():
     train = steps.BY_NAME["train"]
     (plain, _), (mirrored, _) = train.argv(FOLDERS), train.argv(FOLDERS, {"mirror": "s3://b/p"})
     assert "--mirror" not in plain and mirrored[-2:] == ["--mirror", "s3://b/p"]
+    (launched, _) = train.argv(FOLDERS, {"nproc": 4, "mirror": "s3://b/p"})
+    assert "--nproc-per-node" not in plain and launched[launched.index("--nproc-per-node") + 1] == "4"
+    assert "--nproc-per-node" not in train.argv(FOLDERS, {"nproc": None})[0]
+    assert "nproc" not in steps.DVC_OPTIONS   # dvc repro trains in one process
     assert "--promote" not in steps.BY_NAME["register"].argv(FOLDERS, {"promote": False})[0]
 
 

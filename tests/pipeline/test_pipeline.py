@@ -31,7 +31,8 @@ def test_compiled_pipeline_requests_a_gpu_node_for_train(tmp_path):
     spec, platform = _compile(tmp_path, "--gpu-node-selector", "cloud.google.com/gke-accelerator=nvidia-l4",
                               "--secret", "cyclegan-credentials")
     executors = spec["deploymentSpec"]["executors"]
-    assert set(executors) == {f"exec-{s}" for s in ("prepare", "train", "evaluate", "export", "register")}
+    assert set(executors) == {f"exec-{s}" for s in ("fingerprint", "prepare", "train", "evaluate", "export",
+                                                    "register")}
     train = executors["exec-train"]["container"]["resources"]
     assert train["accelerator"]["resourceType"] == "nvidia.com/gpu"
     assert train["accelerator"]["resourceCount"] == "{{$.inputs.parameters['pipelinechannel--gpus']}}"
@@ -51,7 +52,8 @@ def test_compiled_pipeline_requests_a_gpu_node_for_train(tmp_path):
     assert tasks["train"]["retryPolicy"]["maxRetryCount"] == 3
     assert tasks["register"]["cachingOptions"].get("enableCache", False) is False
     assert tasks["train"]["cachingOptions"]["enableCache"] is True
-    assert tasks["train"]["inputs"]["parameters"]["run_key"]["runtimeValue"]["constant"] == "{{$.pipeline_job_uuid}}"
+    # the GPUs it requests are the processes it launches
+    assert tasks["train"]["inputs"]["parameters"]["gpus"]["componentInputParameter"] == "gpus"
     inputs = spec["root"]["inputDefinitions"]["parameters"]
     assert set(inputs) == {"params", "image", "source", "n_epochs", "n_epochs_decay", "gpus", "checkpoint_prefix",
                            "tracking_uri", "promote"}
@@ -143,26 +145,61 @@ def test_bad_cron_and_bad_params_fail_before_contacting_the_server(tmp_path, sta
     assert stand_in_client.calls == []
 
 
+@pytest.mark.parametrize("flag, caching", [([], True), (["--no-cache"], False)])
+def test_local_runs_use_kfp_local_caching_unless_told_not_to(tmp_path, monkeypatch, flag, caching):
+    import kfp.local
+
+    class Stop(Exception):
+        pass
+
+    seen = {}
+
+    def init(**kwargs):
+        seen.update(kwargs)
+        raise Stop   # the settings are what this test is about; nothing needs to run
+
+    monkeypatch.setattr(kfp.local, "init", init)
+    with pytest.raises(Stop):
+        main(["pipeline", "run", "--local", "--params", str(write_tests_params(tmp_path / "p.yaml")),
+              "--pipeline-root", str(tmp_path / "root"), *flag])
+    assert seen["enable_caching"] is caching and seen["pipeline_root"] == str((tmp_path / "root").resolve())
+
+
 @pytest.mark.slow
-def test_local_pipeline_run_end_to_end(tmp_path, monkeypatch, cli_env, s3_env):
+def test_local_pipeline_run_end_to_end(tmp_path, monkeypatch, cli_env, s3_env, tiny_data):
     """`cyclegan pipeline run --local` runs the compiled pipeline's very components here, with
-    the train checkpoint mirrored to the loopback S3 server."""
+    the train checkpoint mirrored to the loopback S3 server under its train key. Run again on
+    the same data, params and code, it trains nothing (kfp.local's cache, keyed like the
+    cluster's); a new picture in the source trains again."""
+    import shutil
+
     import mlflow
 
     uri = use_mlflow_store(tmp_path, monkeypatch)
     bucket = s3_env("kfp-checkpoints")
+    source = shutil.copytree(tiny_data, tmp_path / "source")   # a folder that can gain a picture
     params = write_tests_params(tmp_path / "params.yaml", evaluate={"cache_dir": str(tmp_path / "features")})
     env = {k: v for k, v in cli_env.items() if not k.startswith("MLFLOW_")}
     env.update({k: v for k, v in os.environ.items() if k.startswith(("AWS_", "MLFLOW_"))})
     env["MLFLOW_TRACKING_URI"] = uri
     env["CYCLEGAN_IMAGE"] = "local-venv"
-    proc = subprocess.run([*CYCLEGAN, "pipeline", "run", "--local", "--params", str(params), "--pipeline-root",
-                           str(tmp_path / "root"), "--checkpoint-prefix", f"s3://{bucket}/cyclegan"],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "pipeline finished: gate pass, promoted" in proc.stdout
+    root = tmp_path / "root"
 
-    run_dir = next((tmp_path / "root").glob("cyclegan-*"))
+    def run_pipeline() -> tuple[str, Path]:
+        before = set(root.glob("cyclegan-*"))
+        proc = subprocess.run([*CYCLEGAN, "pipeline", "run", "--local", "--params", str(params), "--pipeline-root",
+                               str(root), "--checkpoint-prefix", f"s3://{bucket}/cyclegan", "--source", str(source)],
+                              cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        (run_dir,) = set(root.glob("cyclegan-*")) - before
+        return proc.stdout, run_dir
+
+    def train_keys() -> set[str]:
+        keys = [o["Key"] for o in s3_env.client.list_objects_v2(Bucket=bucket).get("Contents", [])]
+        return {k.split("/")[1] for k in keys if k.endswith("/checkpoints/latest.pt")}
+
+    out, run_dir = run_pipeline()
+    assert "pipeline finished: gate pass, promoted" in out
     model = run_dir / "train" / "model"
     assert (model / "checkpoints" / "latest.pt").is_file()
     assert {p.name for p in (run_dir / "export" / "onnx").iterdir()} >= {"G_AtoB.onnx", "G_BtoA.onnx", "verify.json"}
@@ -172,10 +209,11 @@ def test_local_pipeline_run_end_to_end(tmp_path, monkeypatch, cli_env, s3_env):
     decision = json.loads((run_dir / "register" / "decision" / "decision.json").read_text())
     assert decision["verdict"] == "pass" and decision["champion_after"] == decision["challenger_version"]
 
-    # the checkpoint was mirrored under the prefix, per pipeline run
+    # the checkpoint was mirrored under the prefix, keyed on what was trained
+    (key,) = train_keys()
+    assert len(key) == 64
     keys = [o["Key"] for o in s3_env.client.list_objects_v2(Bucket=bucket).get("Contents", [])]
-    assert any(k.endswith("/checkpoints/latest.pt") for k in keys), keys
-    assert any(k.endswith("/mlflow_run_id") for k in keys), keys
+    assert f"cyclegan/{key}/mlflow_run_id" in keys, keys
 
     # one MLflow run holds every step's part
     run_id = (model / "mlflow_run_id").read_text().strip()
@@ -187,3 +225,25 @@ def test_local_pipeline_run_end_to_end(tmp_path, monkeypatch, cli_env, s3_env):
     assert decision["run_id"] == run_id
     champion = mlflow.MlflowClient(uri).get_model_version_by_alias("cyclegan", "champion")
     assert champion.run_id == run_id
+
+    # the next night, nothing changed: the fingerprint runs, train/evaluate/export are cache
+    # hits (no task folder of this run), and register finds the very version it registered
+    out, again = run_pipeline()
+    assert not {"train", "evaluate", "export"} & {p.name for p in again.iterdir()}, sorted(again.iterdir())
+    assert "reused from the cache: evaluate, export, prepare, train" in out
+    second = json.loads((again / "register" / "decision" / "decision.json").read_text())
+    assert second["challenger_version"] == decision["challenger_version"] and second["run_id"] == run_id
+    assert second["action"] == "none: already champion"
+    assert train_keys() == {key}
+    assert len(mlflow.MlflowClient(uri).search_model_versions("name='cyclegan'")) == 1
+
+    # a new picture in the source: new data, so the train task runs, under a new key
+    from helpers import make_images
+
+    make_images(source / "trainA", 1, seed=99)[0].rename(source / "trainA" / "new_horse.png")
+    out, changed = run_pipeline()
+    assert (changed / "train" / "model" / "checkpoints" / "latest.pt").is_file()
+    assert "reused from the cache" not in out
+    third = json.loads((changed / "register" / "decision" / "decision.json").read_text())
+    assert third["challenger_version"] != decision["challenger_version"]
+    assert len(train_keys()) == 2 and key in train_keys()
