@@ -216,3 +216,62 @@ def test_summary_reports_counts_and_macs(cli_env):
 
     out = json.loads(proc.stdout)
     assert out["parameters"]["G_A"] == out["parameters"]["G_B"] > 0 and out["generator_macs"] > 0
+
+
+def _cache_objects(repo) -> dict[tuple[int, int], str]:
+    """(device, inode) -> md5 name of every file object in the repo's DVC cache."""
+    root = repo / ".dvc" / "cache" / "files" / "md5"
+    return {(p.stat().st_dev, p.stat().st_ino): p.parent.name + p.name for p in root.rglob("*")
+            if p.is_file() and not p.name.endswith(".dir")}
+
+
+def _corrupt_cache_objects(repo) -> list[str]:
+    """Cache objects whose content no longer has the md5 they are named by (written in place)."""
+    import hashlib
+
+    root = repo / ".dvc" / "cache" / "files" / "md5"
+    return [str(p) for p in root.rglob("*") if p.is_file() and not p.name.endswith(".dir")
+            and hashlib.md5(p.read_bytes()).hexdigest() != p.parent.name + p.name]
+
+
+def test_dvc_keeps_one_copy_of_the_checkpoints_and_resuming_in_the_workspace_keeps_the_cache_intact(tmp_path):
+    """The repo's .dvc/config links the workspace to the cache instead of copying (a paper-scale
+    latest checkpoint is ~418 MB): after `dvc repro` each checkpoint is its cache object. The
+    trainer replaces files by rename and never writes one in place, so continuing the run in the
+    workspace, and a re-run of the stage (persist: DVC unprotects, the trainer starts over),
+    leave every cached version as it was."""
+    import os
+
+    from helpers.mlops import DVC, dvc_env, make_dvc_repo
+
+    repo = make_dvc_repo(tmp_path / "repo")
+    env = dvc_env()
+
+    def dvc(*args):
+        proc = subprocess.run([DVC, *args], cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, f"dvc {args}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        return proc.stdout
+
+    dvc("repro", "train")
+    objects = _cache_objects(repo)
+    checkpoints = sorted((repo / "runs" / "train" / "checkpoints").iterdir())
+    assert [p.name for p in checkpoints] == ["epoch_2.pt", "latest.pt"]
+    for path in checkpoints:   # a link to the cache object, not a second copy
+        st = os.stat(path)
+        assert path.is_symlink() or (st.st_dev, st.st_ino) in objects, f"{path.name} is a copy of its cache object"
+
+    # continue the run by hand in the workspace, whose files are the cache's objects
+    proc = subprocess.run([*TRAIN, "--data", "data/prepared", "--out", "runs/train", "--resume",
+                           "--set", "train.n_epochs=2"], cwd=repo, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert torch.load(repo / "runs/train/checkpoints/latest.pt", weights_only=True)["epoch"] == 3
+    assert _corrupt_cache_objects(repo) == []
+
+    # a changed setting: DVC re-runs the stage and the trainer starts over in the persisted folder
+    params = (repo / "params.yaml").read_text()
+    assert "n_epochs_decay: 1\n" in params
+    (repo / "params.yaml").write_text(params.replace("n_epochs_decay: 1\n", "n_epochs_decay: 2\n"))
+    dvc("repro", "train")
+    assert _corrupt_cache_objects(repo) == []
+    assert "train" not in dvc("status", "train")
