@@ -4,6 +4,7 @@ checkpoints that hold the generators only (in-process, tests-profile networks)."
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -55,6 +56,24 @@ def test_a_save_keeps_the_previous_checkpoint_until_the_new_one_is_written(tmp_p
     _run_and_stop(run.root, 3)
     assert torch.load(run.latest, weights_only=True)["global_iter"] == 3
     assert torch.load(run.previous, weights_only=True)["global_iter"] == 2
+
+
+def test_a_save_that_does_not_read_back_replaces_nothing(tmp_path, monkeypatch):
+    run = TrainRun(tmp_path / "run")
+    trainer = _run_and_stop(run.root, 2)
+    before = {p.name: p.read_bytes() for p in (run.latest, run.previous)}
+
+    def torn_save(obj, f, *args, **kwargs):   # torch.save "succeeds" but leaves half an archive
+        real_save(obj, f, *args, **kwargs)
+        _tear(Path(f))
+
+    real_save = torch.save
+    monkeypatch.setattr(checkpoint_module.torch, "save", torn_save)
+    with pytest.raises(Exception):
+        trainer.save(run.latest)
+    monkeypatch.undo()
+    assert {p.name: p.read_bytes() for p in (run.latest, run.previous)} == before
+    assert sorted(p.name for p in run.checkpoints.iterdir()) == ["latest.pt", "previous.pt"]
 
 
 def test_auto_resume_falls_back_to_the_previous_checkpoint_when_latest_is_torn(tmp_path, capsys):

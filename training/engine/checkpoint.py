@@ -69,7 +69,10 @@ def save_latest(state: dict, latest: str | Path, previous: str | Path) -> None:
 def verify_readable(path: str | Path) -> None:
     """Read a just-written checkpoint's archive index and structure back (memory-mapped, so
     the tensors' bytes are not copied): an unfinished or torn file fails here."""
-    state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:   # a filesystem that cannot map files: read it the ordinary way
+        state = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise RuntimeError(f"{path}: the checkpoint just written does not read back")
 
