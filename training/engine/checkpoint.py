@@ -137,14 +137,21 @@ def set_rng_state(state: dict, device: torch.device | None = None, saved_index: 
     torch.cuda.set_rng_state(cuda, device)
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", mmap: bool = False) -> dict:
     """Load and sanity-check a checkpoint; any problem is a one-line UserError naming the file
-    and giving torch's whole reason."""
+    and giving torch's whole reason. ``mmap`` maps the tensors instead of reading them: a cheap
+    look at what a file holds."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: checkpoint not found")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        try:
+            state = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+        except Exception:
+            if not mmap:
+                raise
+            # a filesystem that cannot map files (or a broken file: then this raises again)
+            state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises many types for truncated or foreign files
         reason = one_line(e) or type(e).__name__
         raise UserError(f"{path}: not a readable cyclegan checkpoint ({reason})") from None

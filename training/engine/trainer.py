@@ -265,11 +265,12 @@ class Trainer:
         problem = latest_error or f"{run.latest}: checkpoint not found"
         # newest first: each save writes a new file, so the modification time orders them
         for path in sorted(others, key=lambda p: p.stat().st_mtime_ns, reverse=True):
-            try:
-                state = load_checkpoint(path)
+            try:   # mapped, not read: most epoch checkpoints hold generators only
+                full = is_training_state(load_checkpoint(path, mmap=True))
+                state = load_checkpoint(path) if full else None
             except UserError:
                 continue
-            if is_training_state(state):
+            if state is not None:
                 self._say(f"{problem}; continuing from {path.name} instead (iteration {state['global_iter']})")
                 return path, state
         self._say(f"{problem}; no other readable training state in {run.checkpoints}, so starting over")
