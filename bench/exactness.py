@@ -8,9 +8,15 @@ each as ||delta|| / ||ref||, for each speed lever that claims to keep the math.
 The biases of convolutions that feed an affine-free instance norm are reported apart:
 their true gradient is zero, so Adam turns rounding noise into +-lr steps.
 
+With ``--pool-size N`` both history pools hold N images (the reference's are resized to
+match) and both sides draw the pools' coin flips from one generator seeded alike, so after N
+iterations the discriminators train on swapped-in old fakes on both sides; the report counts
+the swaps.
+
     python bench/exactness.py                  # default levers, 64x64, 9 blocks, 3 iterations
     python bench/exactness.py --size 32 --iters 3 --n-blocks 6
     python bench/exactness.py --device cuda --size 256   # the GPU levers (TF32 off)
+    python bench/exactness.py --size 32 --iters 8 --pool-size 2   # the pools fill and swap
 
 Needs torch and numpy only.
 """
@@ -86,6 +92,15 @@ def relative(a: torch.Tensor, b: torch.Tensor) -> float:
 NETS = ("G_A", "G_B", "D_A", "D_B")
 
 
+class CountingRandom(random.Random):
+    """The pools' generator; counts the swaps (a swap draws the stored image's index)."""
+    swaps = 0
+
+    def randrange(self, *args, **kwargs):
+        self.swaps += 1
+        return super().randrange(*args, **kwargs)
+
+
 def make_images(size: int, iters: int, seed: int, device="cpu") -> list[tuple[torch.Tensor, torch.Tensor]]:
     """``iters`` (real A, real B) pairs in [-1, 1], drawn on the CPU so every device sees the same."""
     g = torch.Generator().manual_seed(seed + 1)
@@ -116,10 +131,12 @@ def parameter_differences(reference, other) -> dict:
 
 def compare(lever: dict, size: int = 64, iters: int = 3, ngf: int = 64, n_blocks: int = 9, seed: int = 0,
             force_channels_last: bool = False, device: str | torch.device = "cpu",
-            reference: Path = REFERENCE) -> dict:
+            reference: Path = REFERENCE, pool_size: int | None = None) -> dict:
     """Run both steps ``iters`` times from identical weights on ``device``; return the differences.
 
     ``lever`` overrides ``TrainConfig`` fields; an empty one is the project's default step.
+    ``pool_size`` None keeps both sides' pools as they are (50: they only fill in a short run);
+    a number resizes both and makes them draw from twin generators (see the module docstring).
     """
     device = torch.device(device)
     ref_module = load_reference(Path(reference))
@@ -132,12 +149,23 @@ def compare(lever: dict, size: int = 64, iters: int = 3, ngf: int = 64, n_blocks
     force_fused = lever.get("fused_adam") == "force"
     for key, value in lever.items():
         setattr(cfg.train, key, True if value == "force" else value)
+    if pool_size is not None:
+        cfg.train.pool_size = pool_size
     model = CycleGAN(cfg, init=False)
     for name in NETS:
         ref_state = getattr(reference_model, name).state_dict()
         getattr(model, name).load_state_dict({f"model.{k}": v for k, v in ref_state.items()})
     model.to(device)
     step = TrainingStep(model, cfg.train, device)
+    pool_rng = None
+    if pool_size is not None:
+        # The reference's pools draw from the global `random`, B's query before A's in each
+        # iteration; ours each own a generator, queried in the same order. One generator shared
+        # by our two pools, seeded as the global one, makes both sides draw the same coins.
+        reference_model.pool_A.size = reference_model.pool_B.size = pool_size
+        pool_rng = CountingRandom(seed + 2)
+        random.seed(seed + 2)
+        step.pool_A.rng = step.pool_B.rng = pool_rng
     if force_fused:  # fused_adam only takes the fused kernel on CUDA; check that kernel's math here
         kwargs = dict(lr=cfg.train.lr, betas=(cfg.train.beta1, cfg.train.beta2), fused=True)
         step.opt_G = torch.optim.Adam([*model.G_A.parameters(), *model.G_B.parameters()], **kwargs)
@@ -155,6 +183,8 @@ def compare(lever: dict, size: int = 64, iters: int = 3, ngf: int = 64, n_blocks
 
     params = parameter_differences(reference_model, model)
     return {"loss_rel_diff_per_iter": loss_diffs, "max_loss_rel_diff": max(loss_diffs), **params,
+            "pool_swaps": pool_rng.swaps if pool_rng is not None else 0,
+            "pool_images": [len(step.pool_A.images), len(step.pool_B.images)],
             "exact": max(loss_diffs) <= TOLERANCE and params["max_param_rel_diff"] <= TOLERANCE}
 
 
@@ -189,22 +219,26 @@ def main() -> int:
     parser.add_argument("--reference", type=Path, default=REFERENCE, help="the authors' step, loaded by path")
     parser.add_argument("--show-channels-last-fault", action="store_true",
                         help="also run channels_last forced on CPU (torch's instance_norm fault)")
+    parser.add_argument("--pool-size", type=int, default=None,
+                        help="history pools of this size on both sides, drawing alike (default: 50, unfilled)")
     args = parser.parse_args()
     cuda = torch.device(args.device).type == "cuda"
     if cuda:   # strict fp32: TF32 convolutions differ from the reference by ~1e-3 by design
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     print(f"torch {torch.__version__}, {args.device} fp32, {args.size}x{args.size}, ngf {args.ngf}, "
-          f"{args.n_blocks} blocks, {args.iters} iterations, tolerance {TOLERANCE:g}")
+          f"{args.n_blocks} blocks, {args.iters} iterations, tolerance {TOLERANCE:g}"
+          + (f", pools of {args.pool_size}" if args.pool_size is not None else ""))
     print(f"{'lever':40s} {'max loss diff':>14s} {'max param diff':>15s} {'zero-grad biases':>17s}  exact  claims")
     ok = True
     for label, (lever, claims_exact) in (CUDA_LEVERS if cuda else LEVERS).items():
         r = compare(lever, args.size, args.iters, args.ngf, args.n_blocks, device=args.device,
-                    reference=args.reference)
+                    reference=args.reference, pool_size=args.pool_size)
         if claims_exact:
             ok &= r["exact"]
         print(f"{label:40s} {r['max_loss_rel_diff']:14.2e} {r['max_param_rel_diff']:15.2e} "
               f"{r['max_zero_grad_bias_rel_diff']:17.2e}  {'yes' if r['exact'] else 'NO':5s}  "
-              f"{'exact' if claims_exact else 'no'}")
+              f"{'exact' if claims_exact else 'no'}"
+              + (f"  ({r['pool_swaps']} pool swaps)" if args.pool_size is not None else ""))
     if args.show_channels_last_fault:
         r = compare(LEVERS["plain"][0], args.size, args.iters, args.ngf, args.n_blocks,
                     force_channels_last=True, reference=args.reference)

@@ -124,6 +124,8 @@ class TrainConfig(Section):
     sample_every: int = Field(200, description="iterations between sample grids; 0 turns them off")
     save_latest_freq: int = Field(500, description="iterations between latest checkpoints")
     save_epoch_freq: int = Field(5, description="epochs between kept epoch checkpoints")
+    keep_full_state: bool = Field(False, description="kept epoch checkpoints hold the whole training state "
+                                  "(resumable, ~4x the size) instead of the generators and config")
     # Speed levers (docs/performance.md says which keep the reference's numerics).
     merge_passes: bool = Field(False, description="batch independent G/D calls: same math, other fp32 sum order")
     fused_adam: bool = Field(True, description="the fused Adam kernel on CUDA (CPU keeps the faster loop)")

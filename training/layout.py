@@ -39,9 +39,11 @@ class _Folder:
 class TrainRun(_Folder):
     """What ``cyclegan train --out ROOT`` writes."""
     LATEST = "latest.pt"
+    PREVIOUS = "previous.pt"
     LOG = "train_log.csv"
     RUN_ID = "mlflow_run_id"
     _EPOCH = re.compile(r"epoch_(\d+)\.pt")
+    _SAMPLE = re.compile(r"iter_(\d+)\.png")
 
     @property
     def checkpoints(self) -> Path:
@@ -54,8 +56,10 @@ class TrainRun(_Folder):
 
     @property
     def previous(self) -> Path:
-        """The latest checkpoint's predecessor, kept to fall back to (the mirror keeps one)."""
-        return self.checkpoints / "latest.prev.pt"
+        """The latest checkpoint before the last save, kept until the run ends: what resume
+        falls back to when the latest is unreadable (the mirror keeps its own remote one under
+        the same name)."""
+        return self.checkpoints / self.PREVIOUS
 
     def epoch(self, n: int) -> Path:
         """A kept checkpoint at the end of epoch ``n``."""
@@ -72,6 +76,20 @@ class TrainRun(_Folder):
         if match is None:
             raise ValueError(f"{path}: not an epoch checkpoint")
         return int(match.group(1))
+
+    def temporaries(self) -> list[Path]:
+        """Leftovers of writers killed mid-write (``utils.temporary_name``) of this run's files."""
+        from .utils import is_temporary
+
+        found = []
+        for folder in (self.root, self.checkpoints, self.samples):
+            for path in folder.glob(".*.tmp") if folder.is_dir() else ():
+                name = path.name[1:].rsplit(".", 2)[0]   # .NAME.<hex>.tmp
+                ours = name in (self.LATEST, self.PREVIOUS, self.LOG, self.RUN_ID, self.config.name) \
+                    or self._EPOCH.fullmatch(name) or self._SAMPLE.fullmatch(name)
+                if ours and is_temporary(path, name):
+                    found.append(path)
+        return sorted(found)
 
     @property
     def log(self) -> Path:

@@ -2,6 +2,7 @@
 import math
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -70,9 +71,11 @@ def test_checkpoint_holds_the_full_training_state(trained):
 
 
 def test_resume_after_sigkill_mid_epoch_matches_uninterrupted_run(tmp_path, tiny_data, cli_env):
+    # with loader worker processes: the augmentation draws must not depend on which worker
+    # (or which attempt) loads an item
     args = [*TRAIN, "--data", str(tiny_data), "--set", "train.deterministic=true",
             "--set", "train.max_iters_per_epoch=30", "--set", "train.save_latest_freq=4",
-            "--set", "data.max_dataset_size=0"]
+            "--set", "data.max_dataset_size=0", "--set", "data.num_workers=2"]
     make_images(tiny_data / "trainA", 30, seed=9)  # 30 items per epoch: room to be killed mid-epoch
     run([*args, "--out", str(tmp_path / "full")], cli_env)
 
@@ -97,6 +100,46 @@ def test_resume_after_sigkill_mid_epoch_matches_uninterrupted_run(tmp_path, tiny
     # the resumed log has each iteration once
     log = (tmp_path / "killed" / "train_log.csv").read_text().splitlines()[1:]
     assert [int(line.split(",")[1]) for line in log] == list(range(5, 61, 5))
+    # nothing of the kill is left: no temporaries, no fallback checkpoint once the run finished
+    left = sorted(p.name for p in (tmp_path / "killed").rglob("*"))
+    assert not [n for n in left if n.endswith(".tmp")] and "previous.pt" not in left, left
+
+
+# Runs `cyclegan train` with torch.save killing the process (SIGKILL) halfway through its
+# KILL_AT-th call, after writing part of the file: what a kill during a checkpoint save leaves.
+KILLED_DURING_SAVE = """
+import os, signal, sys, torch
+from training.cli import main
+save, calls = torch.save, [0]
+def save_then_die(obj, f, *args, **kwargs):
+    calls[0] += 1
+    if calls[0] == int(os.environ["KILL_AT"]):
+        with open(f, "wb") as out:
+            out.write(b"PK\\x03\\x04 the first bytes of a zip archive")
+        os.kill(os.getpid(), signal.SIGKILL)
+    return save(obj, f, *args, **kwargs)
+torch.save = save_then_die
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_kill_during_a_save_leaves_nothing_behind_after_auto_resume(tmp_path, tiny_data, cli_env):
+    out = tmp_path / "run"
+    args = ["train", "--params", str(TESTS_PROFILE), "--no-progress", "--data", str(tiny_data), "--out", str(out)]
+    # 6 iterations per epoch (6 images); saves: latest at iteration 5, at the end of epoch 1 (6),
+    # at iteration 10: killed during that third one
+    proc = run([sys.executable, "-c", KILLED_DURING_SAVE, *args], dict(cli_env, KILL_AT="3"), check=False)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    checkpoints = out / "checkpoints"
+    leftovers = [p for p in checkpoints.iterdir() if p.name.endswith(".tmp")]
+    assert len(leftovers) == 1 and leftovers[0].name.startswith(".latest.pt."), sorted(checkpoints.iterdir())
+    assert torch.load(checkpoints / "latest.pt", weights_only=True)["global_iter"] == 6
+    assert torch.load(checkpoints / "previous.pt", weights_only=True)["global_iter"] == 5
+
+    resumed = run([*CYCLEGAN, *args, "--resume", "auto"], cli_env)
+    assert "removed 1 temporary file(s)" in resumed.stderr and "starting over" not in resumed.stderr
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["epoch_2.pt", "latest.pt"]
+    assert torch.load(checkpoints / "latest.pt", weights_only=True)["global_iter"] == 12
 
 
 def test_translate_keeps_size_and_name_of_odd_images(trained, tmp_path):
@@ -173,3 +216,62 @@ def test_summary_reports_counts_and_macs(cli_env):
 
     out = json.loads(proc.stdout)
     assert out["parameters"]["G_A"] == out["parameters"]["G_B"] > 0 and out["generator_macs"] > 0
+
+
+def _cache_objects(repo) -> dict[tuple[int, int], str]:
+    """(device, inode) -> md5 name of every file object in the repo's DVC cache."""
+    root = repo / ".dvc" / "cache" / "files" / "md5"
+    return {(p.stat().st_dev, p.stat().st_ino): p.parent.name + p.name for p in root.rglob("*")
+            if p.is_file() and not p.name.endswith(".dir")}
+
+
+def _corrupt_cache_objects(repo) -> list[str]:
+    """Cache objects whose content no longer has the md5 they are named by (written in place)."""
+    import hashlib
+
+    root = repo / ".dvc" / "cache" / "files" / "md5"
+    return [str(p) for p in root.rglob("*") if p.is_file() and not p.name.endswith(".dir")
+            and hashlib.md5(p.read_bytes()).hexdigest() != p.parent.name + p.name]
+
+
+def test_dvc_keeps_one_copy_of_the_checkpoints_and_resuming_in_the_workspace_keeps_the_cache_intact(tmp_path):
+    """The repo's .dvc/config links the workspace to the cache instead of copying (a paper-scale
+    latest checkpoint is ~418 MB): after `dvc repro` each checkpoint is its cache object. The
+    trainer replaces files by rename and never writes one in place, so continuing the run in the
+    workspace, and a re-run of the stage (persist: DVC unprotects, the trainer starts over),
+    leave every cached version as it was."""
+    import os
+
+    from helpers.mlops import DVC, dvc_env, make_dvc_repo
+
+    repo = make_dvc_repo(tmp_path / "repo")
+    env = dvc_env()
+
+    def dvc(*args):
+        proc = subprocess.run([DVC, *args], cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, f"dvc {args}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        return proc.stdout
+
+    dvc("repro", "train")
+    objects = _cache_objects(repo)
+    checkpoints = sorted((repo / "runs" / "train" / "checkpoints").iterdir())
+    assert [p.name for p in checkpoints] == ["epoch_2.pt", "latest.pt"]
+    for path in checkpoints:   # a link to the cache object, not a second copy
+        st = os.stat(path)
+        assert path.is_symlink() or (st.st_dev, st.st_ino) in objects, f"{path.name} is a copy of its cache object"
+
+    # continue the run by hand in the workspace, whose files are the cache's objects
+    proc = subprocess.run([*TRAIN, "--data", "data/prepared", "--out", "runs/train", "--resume",
+                           "--set", "train.n_epochs=2"], cwd=repo, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert torch.load(repo / "runs/train/checkpoints/latest.pt", weights_only=True)["epoch"] == 3
+    assert _corrupt_cache_objects(repo) == []
+
+    # a changed setting: DVC re-runs the stage and the trainer starts over in the persisted folder
+    params = (repo / "params.yaml").read_text()
+    assert "n_epochs_decay: 1\n" in params
+    (repo / "params.yaml").write_text(params.replace("n_epochs_decay: 1\n", "n_epochs_decay: 2\n"))
+    dvc("repro", "train")
+    assert _corrupt_cache_objects(repo) == []
+    assert "train" not in dvc("status", "train")

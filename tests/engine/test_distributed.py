@@ -6,6 +6,7 @@ import socket
 import subprocess
 import sys
 
+import pytest
 import torch
 import torch.multiprocessing as mp
 
@@ -65,3 +66,22 @@ def test_torchrun_trains_with_two_processes_and_only_rank_0_writes(tmp_path, tin
     assert state["global_iter"] == 6 and state["epoch"] == 2
     rows = list(csv.DictReader(open(out / "train_log.csv")))
     assert [int(r["iteration"]) for r in rows] == [1, 2, 3, 4, 5, 6]   # one writer: no duplicate rows
+
+
+def test_the_plateau_metric_is_the_mean_over_every_process(tmp_path, tiny_data):
+    """Each rank trains on other images, so its own mean loss differs; stepping the plateau policy
+    on it would let the ranks' learning rates diverge. Every rank must step on the same mean."""
+    torch.set_num_threads(1)
+    mp.spawn(helpers_distributed.plateau_worker, args=(2, _port(), str(tiny_data), str(tmp_path)), nprocs=2,
+             join=True)
+    ranks = [torch.load(tmp_path / f"plateau{r}.pt", weights_only=True) for r in range(2)]
+    # 2 epochs of 2 iterations per rank; G's and D's schedulers each step once per epoch
+    assert [len(r["losses"]) for r in ranks] == [4, 4] and [len(r["metrics"]) for r in ranks] == [4, 4]
+    assert ranks[0]["losses"] != ranks[1]["losses"]
+    for epoch in range(2):
+        own = [sum(r["losses"][2 * epoch:2 * epoch + 2]) / 2 for r in ranks]
+        assert own[0] != own[1]
+        for r in ranks:
+            assert r["metrics"][2 * epoch] == r["metrics"][2 * epoch + 1]
+            assert r["metrics"][2 * epoch] == pytest.approx(sum(own) / 2, rel=1e-6)
+    assert ranks[0]["metrics"] == ranks[1]["metrics"]

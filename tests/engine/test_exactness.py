@@ -2,7 +2,8 @@
 
 Same weights, same images, fp32 on CPU: losses of iterations 1-3 and every parameter after
 them agree within 1e-5 (||delta|| / ||ref|| per tensor), except the zero-gradient biases
-before affine-free instance norms. The harness lives in bench/exactness.py.
+before affine-free instance norms; with pools of 2, over 6 iterations in which the pools fill
+and swap, too. The harness lives in bench/exactness.py.
 """
 import importlib.util
 
@@ -37,6 +38,19 @@ def test_default_config_is_exact():
     defaults = TrainConfig()
     overrides = {k: getattr(defaults, k) for k in ("merge_passes", "fused_adam", "channels_last")}
     assert exactness.compare(overrides, size=SIZE, iters=ITERS)["exact"]
+
+
+@pytest.mark.slow
+def test_default_config_stays_exact_while_the_history_pools_fill_and_swap():
+    # pools of 2 fill in iterations 1-2; from iteration 3 each coin flip may hand a discriminator
+    # an old fake instead of the new one (the same coins on both sides, see bench/exactness.py)
+    from training.config import TrainConfig
+
+    defaults = TrainConfig()
+    overrides = {k: getattr(defaults, k) for k in ("merge_passes", "fused_adam", "channels_last")}
+    report = exactness.compare(overrides, size=SIZE, iters=6, pool_size=2)
+    assert report["pool_images"] == [2, 2] and report["pool_swaps"] >= 2, report
+    assert report["exact"], report
 
 
 def test_merged_passes_compute_the_same_first_iteration():

@@ -139,11 +139,11 @@ def test_sync_keeps_the_previous_verified_checkpoint(prefix, tmp_path):
     mirror = _uploaded(run, prefix, v1, v2)
     assert mirror.sync() == []                     # nothing changed: nothing uploaded
     ckpt = f"{prefix}/checkpoints/latest.pt"
-    assert storage.read_bytes(ckpt) == v2 and storage.read_bytes(f"{prefix}/checkpoints/latest.prev.pt") == v1
+    assert storage.read_bytes(ckpt) == v2 and storage.read_bytes(f"{prefix}/checkpoints/previous.pt") == v1
     import hashlib
 
     assert storage.read_bytes(ckpt + ".sha256") == f"{hashlib.sha256(v2).hexdigest()}  latest.pt\n".encode()
-    assert storage.read_bytes(f"{prefix}/checkpoints/latest.prev.pt.sha256").split()[0].decode() == \
+    assert storage.read_bytes(f"{prefix}/checkpoints/previous.pt.sha256").split()[0].decode() == \
         hashlib.sha256(v1).hexdigest()
 
 
@@ -165,7 +165,7 @@ def test_restore_falls_back_to_the_previous_checkpoint(damage, prefix, tmp_path,
     err = capsys.readouterr().err
     why = {"spliced": "sha256 mismatch", "hash missing": "no sha256 recorded",
            "checkpoint missing": "hash recorded but the checkpoint is missing"}[damage]
-    assert f"{ckpt}: {why}" in err and f"restored the previous checkpoint {ckpt[:-3]}.prev.pt instead" in err
+    assert f"{ckpt}: {why}" in err and f"restored the previous checkpoint {prefix}/checkpoints/previous.pt instead" in err
     assert sorted(p.name for p in retry.checkpoints.iterdir()) == ["latest.pt"]   # no temporary left
 
 
@@ -173,18 +173,18 @@ def test_restore_starts_over_when_no_checkpoint_verifies(prefix, tmp_path, capsy
     v1, v2 = b"one" * 500, b"two" * 500
     _uploaded(TrainRun(tmp_path / "run"), prefix, v1, v2)
     storage.write_bytes(f"{prefix}/checkpoints/latest.pt", b"torn")
-    storage.delete(f"{prefix}/checkpoints/latest.prev.pt.sha256")
+    storage.delete(f"{prefix}/checkpoints/previous.pt.sha256")
     retry = TrainRun(tmp_path / "retry")
     assert CheckpointMirror(retry.root, prefix).restore() == []
     assert not retry.latest.exists() and list(retry.checkpoints.iterdir()) == []
     err = capsys.readouterr().err
-    assert "latest.pt: sha256 mismatch" in err and "latest.prev.pt: no sha256 recorded" in err
+    assert "latest.pt: sha256 mismatch" in err and "previous.pt: no sha256 recorded" in err
     assert "no verified checkpoint, training starts over" in err
 
 
 def test_failed_upload_leaves_a_verified_fallback(prefix, tmp_path, monkeypatch, capsys):
     """An upload of latest.pt that dies (a lost node) leaves latest.pt without its hash, and
-    the copy made before it as latest.prev.pt; the next sync does not make that unverified
+    the copy made before it as previous.pt; the next sync does not make that unverified
     latest.pt the fallback."""
     v1, v2, v3, v4 = (bytes([i]) * 2000 for i in (1, 2, 3, 4))
     run = TrainRun(tmp_path / "run")
@@ -211,7 +211,7 @@ def test_failed_upload_leaves_a_verified_fallback(prefix, tmp_path, monkeypatch,
     _save(run, v4)
     assert mirror.sync() == ["checkpoints/latest.pt"]
     assert storage.read_bytes(f"{prefix}/checkpoints/latest.pt") == v4
-    assert storage.read_bytes(f"{prefix}/checkpoints/latest.prev.pt") == v2   # not the unverified one
+    assert storage.read_bytes(f"{prefix}/checkpoints/previous.pt") == v2   # not the unverified one
 
 
 def test_restore_of_an_empty_prefix_restores_nothing_quietly(prefix, tmp_path, capsys):

@@ -34,3 +34,31 @@ def worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
     grads = one_step_gradients(real_A[rank:rank + 1], real_B[rank:rank + 1], distributed=True)
     torch.save(grads, os.path.join(out_dir, f"rank{rank}.pt"))
     dist.destroy_process_group()
+
+
+def plateau_worker(rank: int, world_size: int, port: int, data: str, out_dir: str) -> None:
+    """One torchrun-like process training with the plateau policy; saves the metric each
+    scheduler step got and the generator loss of each of its own iterations."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    from training.engine import trainer as trainer_module
+
+    metrics, losses = [], []
+    step_scheduler, step = trainer_module.step_scheduler, TrainingStep.__call__
+
+    def record_metric(scheduler, metric=None):
+        metrics.append(metric)
+        step_scheduler(scheduler, metric)
+
+    def record_loss(self, real_A, real_B):
+        result = step(self, real_A, real_B)
+        losses.append(result.losses["G"].item())
+        return result
+
+    trainer_module.step_scheduler = record_metric
+    TrainingStep.__call__ = record_loss
+    cfg = load_config(PROFILE, ["train.lr_policy=plateau", "train.sample_every=0", "train.max_iters_per_epoch=2"],
+                      required=True)
+    trainer_module.train(cfg, data, os.path.join(out_dir, "run"), device="cpu", progress=False)
+    torch.save({"metrics": metrics, "losses": losses}, os.path.join(out_dir, f"plateau{rank}.pt"))

@@ -2,24 +2,33 @@
 
 Outputs under ``out`` (names in ``layout.TrainRun``):
   latest checkpoint     full state, rewritten every ``save_latest_freq`` iterations and each epoch
-  epoch checkpoints     kept every ``save_epoch_freq`` epochs and at the end
+  previous checkpoint   the latest one before the last save, while the run goes on (a fallback)
+  epoch checkpoints     kept every ``save_epoch_freq`` epochs and at the end: the generators and
+                        config (what translate, evaluate and export read), or the full state
+                        with ``train.keep_full_state``
   training log (CSV)    one row per ``log_every`` iterations (window means of the losses)
   sample grids (PNG)    real A | fake B | rec A | real B | fake A | rec B
   config                the effective configuration
 
 Under ``torchrun --nproc_per_node N`` every process trains on its share of each epoch
-(DistributedDataParallel averages the gradients) and only rank 0 writes anything.
-Resume needs the same world size; exact, bit-for-bit resume is a single-process property
-(the other ranks' image pools restart from rank 0's).
+(DistributedDataParallel averages the gradients) and only rank 0 writes anything. The epoch's
+mean generator loss (the plateau policy's metric) is averaged over the processes, so every
+rank's schedule stays the same. Resume needs the same world size, which the checkpoint records;
+exact, bit-for-bit resume is a single-process property (the other ranks' image pools restart
+from rank 0's).
 
 Two ways to resume (``train(resume=...)``):
   "exact"  continue OUT's run, or fail with a one-line reason when it cannot continue.
   "auto"   continue only when that gives what starting over would: an unfinished run with the
-           same training settings (RESUME_IGNORED aside) on the same training images. Otherwise
-           say why on stderr and start over. This is what `dvc repro` and retries want: a stage
-           re-run because its data or params changed trains anew, an interrupted one continues.
+           same training settings (RESUME_IGNORED aside), world size and training images.
+           An unreadable latest checkpoint (a torn write, a full disk) falls back to the newest
+           readable full state (the previous checkpoint, a full-state epoch checkpoint).
+           Otherwise say why on stderr and start over. This is what `dvc repro` and retries
+           want: a stage re-run because its data or params changed trains anew, an interrupted
+           one continues.
 Starting over (including a run without resume into a used OUT) first removes the previous run's
-checkpoints, samples and log, so the folder never mixes two runs.
+checkpoints, samples and log, so the folder never mixes two runs. Temporaries that a writer
+killed mid-write left behind are removed whenever a run starts or continues.
 """
 from __future__ import annotations
 
@@ -33,7 +42,8 @@ from typing import Callable
 
 import torch
 
-from .checkpoint import FORMAT, atomic_torch_save, load_checkpoint, rng_state, set_rng_state
+from .checkpoint import (FORMAT, atomic_torch_save, generators_state, is_training_state, load_checkpoint,
+                         one_line, rng_state, save_latest, set_rng_state)
 from ..config import Config, config_from_dict
 from ..models.cyclegan import LOSS_NAMES, CycleGAN, TrainingStep
 from ..data.dataset import EpochSampler, UnalignedDataset
@@ -44,7 +54,7 @@ from .schedule import build_scheduler, step_scheduler
 
 # Settings that change how a run is watched, not what it computes; "auto" resumes across them.
 RESUME_IGNORED = {"data.num_workers", "train.device", "train.log_every", "train.sample_every",
-                  "train.save_latest_freq", "train.save_epoch_freq"}
+                  "train.save_latest_freq", "train.save_epoch_freq", "train.keep_full_state"}
 RESUME_MODES = ("exact", "auto")
 
 LOG_FIELDS = ["epoch", "iteration", *[f"loss_{n}" for n in LOSS_NAMES], "lr", "it_per_s", "time"]
@@ -143,13 +153,14 @@ class Trainer:
             "format": FORMAT,
             "config": self.cfg.to_dict(),
             "data_hash": self.data_hash,
+            "world_size": self.world_size,
             "epoch": self.epoch, "epoch_iter": self.epoch_iter, "global_iter": self.global_iter,
             "models": {"G_A": m.G_A.state_dict(), "G_B": m.G_B.state_dict(),
                        "D_A": m.D_A.state_dict(), "D_B": m.D_B.state_dict()},
             "optimizers": {"G": self.step.opt_G.state_dict(), "D": self.step.opt_D.state_dict()},
             "schedulers": {"G": self.sched_G.state_dict(), "D": self.sched_D.state_dict()},
             "pools": {"A": self.step.pool_A.state_dict(), "B": self.step.pool_B.state_dict()},
-            "rng": rng_state(),
+            "rng": rng_state(self.device),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -162,12 +173,20 @@ class Trainer:
         self.sched_D.load_state_dict(state["schedulers"]["D"])
         self.step.pool_A.load_state_dict(state["pools"]["A"], self.device)
         self.step.pool_B.load_state_dict(state["pools"]["B"], self.device)
-        set_rng_state(state["rng"])
+        set_rng_state(state["rng"], self.device, saved_index=_cuda_index(state["config"]))
         self.epoch, self.epoch_iter, self.global_iter = state["epoch"], state["epoch_iter"], state["global_iter"]
 
     def save(self, path: Path) -> None:
-        if self.is_main:
-            atomic_torch_save(self.state_dict(), path)
+        """Write the latest checkpoint (full state, the old one kept as the previous one until
+        the new one reads back) or a kept epoch checkpoint (generators and config, or the full
+        state with ``train.keep_full_state``). Main process only."""
+        if not self.is_main:
+            return
+        state = self.state_dict()
+        if path == self.run.latest:
+            save_latest(state, path, self.run.previous)
+        else:
+            atomic_torch_save(state if self.cfg.train.keep_full_state else generators_state(state), path)
 
     def resume(self, mode: str = "exact") -> bool:
         """Continue from the run's latest checkpoint; False when training starts over instead.
@@ -176,19 +195,24 @@ class Trainer:
         """
         if mode not in RESUME_MODES:
             raise UserError(f"--resume: unknown mode {mode!r}; use one of {', '.join(RESUME_MODES)}")
-        path = self.run.latest
-        if not path.exists():
+        if mode == "exact":
+            found = self._latest_for_exact()
+        else:
+            found = self._newest_readable()
+        if found is None:
             return False
-        state = load_checkpoint(path)
-        missing = [k for k in ("optimizers", "schedulers", "pools", "rng") if k not in state]
-        if missing or set(state["models"]) != {"G_A", "G_B", "D_A", "D_B"}:
-            raise UserError(f"{path}: holds generators only (imported?), not a training state to resume; "
-                            "train into a new --out instead")
+        path, state = found
         stored = config_from_dict(state["config"], f"{path} (stored config)")
         if mode == "exact":
             if stored.model != self.cfg.model or stored.data.direction != self.cfg.data.direction:
                 raise UserError(f"{path}: stored model config differs from the current one; "
                                 "resume with the same model.* and data.direction, use a new --out, "
+                                "or --resume auto to start over")
+            saved_world = state.get("world_size", 1)
+            if saved_world != self.world_size:
+                raise UserError(f"{path}: saved by a run of {_processes(saved_world)}, this one has "
+                                f"{_processes(self.world_size)}, which would shift every position in the "
+                                "epoch; resume with the same torchrun --nproc_per_node, use a new --out, "
                                 "or --resume auto to start over")
         else:
             reasons = self._start_over_reasons(stored, state)
@@ -200,6 +224,61 @@ class Trainer:
         self.load_state_dict(state)
         self._truncate_log()
         return True
+
+    def _refuse_generators_only(self, path: Path, state: dict) -> None:
+        if not is_training_state(state):
+            raise UserError(f"{path}: holds generators only (imported?), not a training state to resume; "
+                            "train into a new --out instead")
+
+    def _latest_for_exact(self) -> tuple[Path, dict] | None:
+        """The latest checkpoint, or None when the folder holds no run; unreadable is an error."""
+        latest, previous = self.run.latest, self.run.previous
+        if not latest.exists():
+            if previous.exists():   # killed between the two renames of a save
+                raise UserError(f"{latest}: checkpoint not found, but {previous.name} is there (a save was "
+                                "interrupted); --resume auto continues from it")
+            return None
+        try:
+            state = load_checkpoint(latest)
+        except UserError as e:
+            raise UserError(f"{e}; --resume auto falls back to the newest readable checkpoint") from None
+        self._refuse_generators_only(latest, state)
+        return latest, state
+
+    def _newest_readable(self) -> tuple[Path, dict] | None:
+        """The latest checkpoint when it reads; otherwise the newest readable full training
+        state (the previous checkpoint, full-state epoch checkpoints), saying so on stderr.
+        None when there is none, which starts over."""
+        run = self.run
+        latest_error = None
+        if run.latest.exists():
+            try:
+                state = load_checkpoint(run.latest)
+            except UserError as e:
+                latest_error = str(e)
+            else:
+                self._refuse_generators_only(run.latest, state)
+                return run.latest, state
+        others = [p for p in (run.previous, *run.epochs()) if p.is_file()]
+        if latest_error is None and not others:
+            return None   # a fresh folder: nothing to say
+        problem = latest_error or f"{run.latest}: checkpoint not found"
+        # newest first: each save writes a new file, so the modification time orders them
+        for path in sorted(others, key=lambda p: p.stat().st_mtime_ns, reverse=True):
+            try:   # mapped, not read: most epoch checkpoints hold generators only
+                full = is_training_state(load_checkpoint(path, mmap=True))
+                state = load_checkpoint(path) if full else None
+            except UserError:
+                continue
+            if state is not None:
+                self._say(f"{problem}; continuing from {path.name} instead (iteration {state['global_iter']})")
+                return path, state
+        self._say(f"{problem}; no other readable training state in {run.checkpoints}, so starting over")
+        return None
+
+    def _say(self, message: str) -> None:
+        if self.is_main:
+            print(f"cyclegan train: {one_line(message)}", file=sys.stderr, flush=True)
 
     def _start_over_reasons(self, stored: Config, state: dict) -> list[str]:
         """Why continuing the stored run would not equal a fresh run with the current settings."""
@@ -216,6 +295,9 @@ class Trainer:
             reasons.append(f"changed settings: {shown}")
         if state.get("data_hash") != self.data_hash:
             reasons.append("other training images")
+        saved_world = state.get("world_size", 1)
+        if saved_world != self.world_size:
+            reasons.append(f"it ran with {_processes(saved_world)}, this run has {_processes(self.world_size)}")
         if not changed and state["epoch"] >= self.total_epochs:
             reasons.append("it has already finished")
         return reasons
@@ -226,13 +308,25 @@ class Trainer:
         if not self.is_main:
             return
         run = self.run
-        stale = [run.log, run.latest, *run.epochs(), *run.sample_files(), run.run_id]
+        stale = [run.log, run.latest, run.previous, *run.epochs(), *run.sample_files(), run.run_id,
+                 *run.temporaries()]
         stale = [p for p in stale if p.exists()]
         for p in stale:
             p.unlink()
         if stale:
             print(f"cyclegan train: removed {len(stale)} file(s) of the previous run in {self.out}",
                   file=sys.stderr, flush=True)
+
+    def remove_temporaries(self) -> None:
+        """Remove what writers killed mid-write left (``.latest.pt.<hex>.tmp`` ...): never
+        read, and as large as the checkpoint they were to become. Main process only."""
+        if not self.is_main:
+            return
+        leftovers = self.run.temporaries()
+        for path in leftovers:
+            path.unlink(missing_ok=True)
+        if leftovers:
+            self._say(f"removed {len(leftovers)} temporary file(s) that an interrupted write left in {self.out}")
 
     def _truncate_log(self) -> None:
         """Drop log rows written after the checkpoint, so a resumed log has no duplicates."""
@@ -311,7 +405,7 @@ class Trainer:
             if window_n:
                 last = self._log(window / window_n, window_n / (time.perf_counter() - window_t))
                 window, window_n, window_t = None, 0, time.perf_counter()
-            mean_G = (epoch_loss_G / max(epoch_n, 1)).item()
+            mean_G = self._epoch_mean(epoch_loss_G, epoch_n)
             step_scheduler(self.sched_G, mean_G)
             step_scheduler(self.sched_D, mean_G)
             self.epoch += 1
@@ -322,8 +416,23 @@ class Trainer:
         bar.close()
         if cfg.sample_every > 0 and "result" in locals() and self.is_main:
             self._save_sample(result.visuals)
+        if self.is_main and self.epoch >= self.total_epochs:
+            # finished: the fallback is not needed, and it is as large as the latest checkpoint
+            self.run.previous.unlink(missing_ok=True)
         return {"epochs": self.epoch, "iterations": self.global_iter, **last,
                 "checkpoint": str(self.run.latest)}
+
+    def _epoch_mean(self, loss_sum: torch.Tensor, count: int) -> float:
+        """The epoch's mean generator loss; under torchrun over every process's iterations, so
+        that a metric-driven policy (plateau) steps the same on every rank."""
+        if self.world_size > 1:
+            import torch.distributed as dist
+
+            totals = torch.stack([loss_sum.detach().float(),
+                                  torch.tensor(float(count), device=loss_sum.device)])
+            dist.all_reduce(totals)   # sum over ranks
+            loss_sum, count = totals[0], int(totals[1].item())
+        return (loss_sum / max(count, 1)).item()
 
     def _log(self, means: torch.Tensor, it_per_s: float) -> dict:
         values = means.tolist()  # the one host sync per logging window
@@ -341,6 +450,16 @@ class Trainer:
         with atomic_path(self.run.sample(self.global_iter), fsync=False) as tmp:
             save_image(sample_grid(visuals), tmp, format="PNG")
 
+def _processes(n: int) -> str:
+    return f"{n} process" + ("es" if n != 1 else "")
+
+
+def _cuda_index(raw_config: dict) -> int:
+    """The CUDA device a stored run's (main) process used: train.device's index, else 0."""
+    name = str(raw_config.get("train", {}).get("device", ""))
+    return int(name.split(":", 1)[1]) if name.startswith("cuda:") and name.split(":", 1)[1].isdigit() else 0
+
+
 def train(cfg: Config, data: str | Path, out: str | Path, resume: bool | str = False, device: str | None = None,
           progress: bool = True, on_start: Callable[[], None] | None = None) -> dict:
     """Train a CycleGAN on ``data`` (trainA/trainB) into ``out``; see the module docstring.
@@ -350,6 +469,7 @@ def train(cfg: Config, data: str | Path, out: str | Path, resume: bool | str = F
     process once OUT holds only this run (e.g. to open its MLflow run).
     """
     trainer = Trainer(cfg, data, out, device)
+    trainer.remove_temporaries()
     mode = "exact" if resume is True else resume
     resumed = bool(mode) and trainer.resume(mode)
     if trainer.world_size > 1:

@@ -11,6 +11,13 @@ One iteration, as the authors' ``optimize_parameters``:
 ``merge_passes`` runs independent calls of one network as a single call on a concatenated
 batch: G_A on [real A, real B] gives fake B and identity A. Instance normalisation works
 per sample, so this is exact; with batch normalisation it would not be, and it is off.
+
+With ``train.deterministic`` the generators' reflection pads are swapped for one whose backward
+is deterministic on CUDA too (``padding.py``; the same numbers as the CPU kernel, bit for bit).
+
+Nothing a step returns or keeps shares memory with the networks' outputs: the pools store
+clones and the visuals are copies, so a CUDA graph replay (``train.cuda_graphs``), which
+overwrites its output buffers in place, never changes a pooled image or a sample grid.
 This module imports torch alone so benchmarks can run it on bare GPU machines.
 """
 from __future__ import annotations
@@ -24,6 +31,7 @@ from torch import nn
 from ..config import Config, TrainConfig
 from ..errors import UserError
 from .losses import cycle_loss, discriminator_loss, gan_loss, gradient_penalty, identity_loss
+from .padding import use_deterministic_padding
 from .registry import build_discriminator, build_generator
 from .pool import ImagePool
 
@@ -65,7 +73,7 @@ def make_optimizers(model: CycleGAN, cfg: TrainConfig, device: torch.device):
 @dataclass
 class StepResult:
     losses: dict[str, torch.Tensor]   # detached, still on the device: reading them syncs
-    visuals: dict[str, torch.Tensor]  # detached images in [-1, 1]
+    visuals: dict[str, torch.Tensor]  # detached copies of the images, in [-1, 1]
 
 
 def _set_requires_grad(nets, flag: bool) -> None:
@@ -145,6 +153,10 @@ class TrainingStep:
         self.channels_last = cfg.channels_last and device.type == "cuda"
         self.autocast = cfg.amp_bf16
         self.gp_generator = None
+        if cfg.deterministic:
+            # torch has no deterministic CUDA backward for reflection padding
+            for net in model.generators():
+                use_deterministic_padding(net)
         if self.channels_last:
             model.to(memory_format=torch.channels_last)
         self.D_A, self.D_B = model.D_A, model.D_B
@@ -225,4 +237,5 @@ class TrainingStep:
         losses = {name: v.detach().float() for name, v in zip(LOSS_NAMES, values)}
         visuals = {"real_A": real_A, "fake_B": fake_B, "rec_A": rec_A,
                    "real_B": real_B, "fake_A": fake_A, "rec_B": rec_B}
-        return StepResult(losses, {k: v.detach() for k, v in visuals.items()})
+        # copies: under CUDA graphs these outputs are buffers the next replay overwrites
+        return StepResult(losses, {k: v.detach().clone() for k, v in visuals.items()})
