@@ -2,9 +2,10 @@
 
   prepare   -> Dataset                      components/prepare.py
   train     Dataset -> Model (run folder)   components/train.py
-  evaluate  Dataset, Model -> Metrics, HTML, Artifact (evaluation folder)
-  export    Dataset, Model -> Model (ONNX folder)
-  register  Dataset, Model, Model, Artifact -> Artifact (the gate's decision)
+  select    Dataset, Model -> Model (the chosen checkpoint and every epoch's scores)
+  evaluate  Dataset, Model, Model -> Metrics, HTML, Artifact (evaluation folder)
+  export    Dataset, Model, Model -> Model (ONNX folder)
+  register  Dataset, Model, Model, Model, Artifact -> Artifact (the gate's decision)
 
 Lightweight Python components (not container components) because the SDK's local
 subprocess runner only runs those, and so ``cyclegan pipeline run --local`` runs the very

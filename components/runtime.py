@@ -72,6 +72,12 @@ def metrics_of(evaluation: str) -> dict[str, float]:
     return numeric_metrics(json.loads(Evaluation(evaluation).metrics.read_text()))
 
 
+def selection_of(select: str) -> dict[str, Any]:
+    from training.layout import Selection
+
+    return json.loads(Selection(select).scores.read_text())
+
+
 def decision_of(register: str) -> dict[str, Any]:
     from training.layout import Registration
 

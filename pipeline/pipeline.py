@@ -1,4 +1,4 @@
-"""The Kubeflow pipeline: prepare -> train -> evaluate + export -> register.
+"""The Kubeflow pipeline: prepare -> train -> select -> evaluate + export -> register.
 
 Run-time parameters (what a person sets per run) are one params document plus a few named
 overrides; everything else comes from the document:
@@ -20,8 +20,8 @@ Cluster placement is fixed at compile time (``PipelineOptions``): the train task
 Secret provides S3 and MLflow credentials as environment variables to every task.
 
 Retries: prepare (downloads) and train (preemptible GPU nodes; it resumes) retry with
-backoff; evaluate and export retry once; register is idempotent and retries once.
-Caching: train, evaluate and export are pure functions of their inputs and are cached;
+backoff; select, evaluate and export retry once; register is idempotent and retries once.
+Caching: train, select, evaluate and export are pure functions of their inputs and are cached;
 prepare reads the outside world (a dataset server, an S3 prefix) and register moves registry
 aliases, so neither is cached.
 """
@@ -36,6 +36,7 @@ from components.evaluate import evaluate as evaluate_op
 from components.export import export as export_op
 from components.prepare import prepare as prepare_op
 from components.register import register as register_op
+from components.select import select as select_op
 from components.train import train as train_op
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,7 +98,7 @@ def build_pipeline(options: "PipelineOptions | None" = None, params: "str | None
         return _with_secret(task, opts.credentials_secret)
 
     @dsl.pipeline(name=PIPELINE_NAME,
-                  description="CycleGAN: prepare -> train -> evaluate + export -> register (MLflow gate)")
+                  description="CycleGAN: prepare -> train -> select -> evaluate + export -> register (MLflow gate)")
     def cyclegan_pipeline(params: str = document, image: str = DEFAULT_IMAGE, source: str = "",
                           n_epochs: int = -1, n_epochs_decay: int = -1, gpus: int = 1,
                           checkpoint_prefix: str = "", tracking_uri: str = "", promote: bool = True):
@@ -117,17 +118,23 @@ def build_pipeline(options: "PipelineOptions | None" = None, params: "str | None
         if opts.gpu_toleration_key:
             kubernetes.add_toleration(tr, key=opts.gpu_toleration_key, operator="Exists", effect="NoSchedule")
 
-        ev = steps(evaluate_op(params=params, data=prep.outputs["data"], model=tr.outputs["model"], image=image,
+        sel = steps(select_op(params=params, data=prep.outputs["data"], model=tr.outputs["model"], image=image,
                               tracking_uri=tracking_uri), opts.step_cpu, opts.step_memory, image)
+        sel.set_retry(1).set_caching_options(True).set_display_name("select")
+        selected = sel.outputs["selected"]
+
+        ev = steps(evaluate_op(params=params, data=prep.outputs["data"], model=tr.outputs["model"], selected=selected,
+                               image=image, tracking_uri=tracking_uri), opts.step_cpu, opts.step_memory, image)
         ev.set_retry(1).set_caching_options(True).set_display_name("evaluate")
 
-        ex = steps(export_op(params=params, data=prep.outputs["data"], model=tr.outputs["model"], image=image,
-                            tracking_uri=tracking_uri), opts.step_cpu, opts.step_memory, image)
+        ex = steps(export_op(params=params, data=prep.outputs["data"], model=tr.outputs["model"], selected=selected,
+                             image=image, tracking_uri=tracking_uri), opts.step_cpu, opts.step_memory, image)
         ex.set_retry(1).set_caching_options(True).set_display_name("export")
 
         reg = steps(register_op(params=params, data=prep.outputs["data"], model=tr.outputs["model"],
-                               onnx=ex.outputs["onnx"], evaluation=ev.outputs["evaluation"], promote=promote,
-                               image=image, tracking_uri=tracking_uri), opts.step_cpu, opts.step_memory, image)
+                                selected=selected, onnx=ex.outputs["onnx"], evaluation=ev.outputs["evaluation"],
+                                promote=promote, image=image, tracking_uri=tracking_uri),
+                    opts.step_cpu, opts.step_memory, image)
         reg.set_retry(1).set_caching_options(False).set_display_name("register")
 
     return cyclegan_pipeline
