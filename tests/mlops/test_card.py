@@ -143,6 +143,30 @@ def test_a_version_registered_before_the_card_still_sets_the_bar(tmp_path, monke
     assert decision["champion_metrics_source"].startswith("registry tags") and decision["champion_after"] == "1"
 
 
+def test_a_checkpoint_without_a_selection_record_is_tagged_with_its_own_epoch(tmp_path, monkeypatch):
+    """A trainer's own checkpoint registered by hand: the version says which epoch it holds, and
+    neither the run's choice (the select step's tags) nor a mode it did not go through."""
+    use_mlflow_store(tmp_path, monkeypatch)
+    cfg = Config()
+    mlc = tracking.client(cfg)
+    train = tmp_path / "train"
+    train.mkdir()
+    run_id = mlc.create_run(tracking.experiment_id(mlc, cfg)).info.run_id
+    (train / "mlflow_run_id").write_text(run_id + "\n")
+    for key, value in {"selected_epoch": "6", "selection_mode": "best", "selection_metric": "kid"}.items():
+        mlc.set_tag(run_id, key, value)   # what the select step logged for another checkpoint
+    checkpoint = write_generator_checkpoint(tmp_path / "epoch_2.pt", load_config(TESTS_PROFILE, [], required=True), 2)
+    decision = registry.register(cfg, make_export(tmp_path / "e", 1.0), make_metrics(tmp_path / "m"),
+                                 run_id_file=train / "mlflow_run_id", checkpoint=checkpoint, out=tmp_path / "r")
+    version = mlc.get_model_version("cyclegan", decision["challenger_version"])
+    assert version.tags["selected_epoch"] == "2" and "selection_mode" not in version.tags
+    assert "epoch 2 (no selection record: registered from a trainer checkpoint)" in version.description
+    # without --checkpoint the run's choice is the best there is
+    d2 = registry.register(cfg, make_export(tmp_path / "e2", 2.0), make_metrics(tmp_path / "m2"),
+                           run_id_file=train / "mlflow_run_id", out=tmp_path / "r2")
+    assert mlc.get_model_version("cyclegan", d2["challenger_version"]).tags["selected_epoch"] == "6"
+
+
 # -- the card in the MLflow UI ---------------------------------------------------------------------
 
 def _free_port() -> int:

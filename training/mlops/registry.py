@@ -63,8 +63,8 @@ TRAIL_MAX_CHARS = 5000   # MLflow's limit on a tag value
 EVALUATION_TAG = "evaluation."
 LEGACY_METRIC_TAG = "metric."   # one tag per figure, on versions registered before the model card
 # run tags a version inherits when the registration itself does not know them
-RUN_LINEAGE = ("data_manifest_sha256", "container_image", "git_commit", "selected_epoch", "selection_mode",
-               "selection_metric")
+RUN_LINEAGE = ("data_manifest_sha256", "container_image", "git_commit")
+SELECTION_LINEAGE = ("selected_epoch", "selection_mode", "selection_metric")
 # registered-model tag: the fingerprint of the last comparison and who held the best values then
 REFERENCE_TAG = "gate.reference"
 
@@ -131,7 +131,8 @@ def gate_figures(metrics: dict[str, Any]) -> str:
 def register_version(cfg: Config, run_id: str, model_uri: str, onnx_digest: str, metrics: dict[str, Any],
                      data_dir: str | Path | None = None, selection: dict[str, str] | None = None):
     """The model version holding these graphs: found by ``onnx_sha256``, else registered.
-    ``selection``: the selected checkpoint's lineage tags (``tracking.selection_tags``)."""
+    ``selection``: the registered checkpoint's selection tags (``tracking.selection_tags``); None
+    (no checkpoint given) takes the run's, which the select step set."""
     import mlflow
 
     mlc = tracking.client(cfg)
@@ -143,7 +144,7 @@ def register_version(cfg: Config, run_id: str, model_uri: str, onnx_digest: str,
     tags = {"onnx_sha256": onnx_digest, "run_id": run_id, **tracking.lineage_tags(cfg, data_dir),
             **(selection or {})}
     run_tags = mlc.get_run(run_id).data.tags
-    for key in RUN_LINEAGE:
+    for key in RUN_LINEAGE + (SELECTION_LINEAGE if selection is None else ()):
         if key in run_tags and key not in tags:  # lineage recorded by the train and select steps
             tags[key] = run_tags[key]
     for key in ("test_manifest_sha256", FINGERPRINT):
@@ -386,7 +387,9 @@ def register(cfg: Config, export_dir: str | Path, metrics_path: str | Path, *, p
     if Evaluation(eval_dir).metrics.resolve() == Path(metrics_path).resolve():
         tracking.log_evaluate(cfg, run_id, eval_dir)
     model_uri = tracking.log_export(cfg, run_id, export_dir, checkpoint)
-    mv = register_version(cfg, run_id, model_uri, digest, metrics, data_dir, tracking.selection_tags(record))
+    # a checkpoint says which epoch it holds; only without one does the run's choice stand in
+    selection = None if checkpoint is None else tracking.selection_tags(record or {"epoch": checkpoint_epoch})
+    mv = register_version(cfg, run_id, model_uri, digest, metrics, data_dir, selection)
     version = str(mv.version)
     mlc.set_registered_model_alias(name, CHALLENGER, version)
 

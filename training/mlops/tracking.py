@@ -419,7 +419,6 @@ def slim_checkpoint(checkpoint: str | Path, out: Path) -> Path:
     """The generators and config of a trainer checkpoint, without discriminators, optimizer
     and RNG state: what ``checkpoint.load_generators`` (and so ``cyclegan evaluate``) reads."""
     from ..engine.checkpoint import atomic_torch_save, load_checkpoint
-
     from ..evaluation.select import RECORD
 
     state = load_checkpoint(checkpoint)
