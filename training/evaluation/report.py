@@ -68,7 +68,8 @@ def svg_chart(title: str, x: list[float], series: dict[str, list[float]], width:
               height: int = 280, x_label: str = "iteration", points: bool = False) -> str:
     """A line chart as inline SVG: polylines, min/max ticks, a legend; ``points`` also marks
     each value (a series of one value has no line to show)."""
-    left, right, top, bottom = 56, 150, 28, 32
+    # the legend's column fits the longest name (11 px text: about 7 px a character)
+    left, right, top, bottom = 56, max(150, 40 + 7 * max((len(n) for n in series), default=0)), 28, 32
     finite = [v for ys in series.values() for v in ys if math.isfinite(v)]
     if not x or not finite:
         return ""
