@@ -3,9 +3,13 @@
   fingerprint  -> data key, train key          components/fingerprint.py (never cached)
   prepare      data key -> Dataset              components/prepare.py
   train        Dataset, train key -> Model (run folder)   components/train.py
-  evaluate     Dataset, Model -> Metrics, HTML, Artifact (evaluation folder)
-  export       Dataset, Model -> Model (ONNX folder)
-  register     Dataset, Model, Model, Artifact -> Artifact (the gate's decision)
+  select       Dataset, Model -> Model (the chosen checkpoint and every epoch's scores)
+  evaluate     Dataset, Model, Model -> Metrics, HTML, Artifact (evaluation folder)
+  export       Dataset, Model, Model -> Model (ONNX folder)
+  register     Dataset, Model, Model, Model, Artifact -> Artifact (the gate's decision)
+  variant      params, overrides -> params, train key   (a sweep's variant; components/variant.py)
+  select_best  [Model], [Model], [Artifact] -> Model, Model, Artifact   (a sweep's winner;
+               components/best_variant.py)
 
 Lightweight Python components (not container components) because the SDK's local
 subprocess runner only runs those, and so ``cyclegan pipeline run --local`` runs the very

@@ -1,4 +1,5 @@
-"""The export step as a KFP component: Model (checkpoint) -> Model (both ONNX generators, verify report)."""
+"""The export step as a KFP component: Model (the selected checkpoint) -> Model (both ONNX generators,
+verify report)."""
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Model, Output
 
@@ -6,11 +7,11 @@ from . import DEFAULT_IMAGE
 
 
 @dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
-def export(params: str, data: Input[Dataset], model: Input[Model], onnx: Output[Model], image: str = "",
-           tracking_uri: str = ""):
+def export(params: str, data: Input[Dataset], model: Input[Model], selected: Input[Model], onnx: Output[Model],
+           image: str = "", tracking_uri: str = ""):
     """The export step of training/steps.py: verified ONNX models, then the model into the MLflow run."""
     from components.runtime import run_step
 
-    run_step("export", params, {"data": data.path, "train": model.path, "export": onnx.path}, image=image,
-             tracking_uri=tracking_uri)
+    run_step("export", params, {"data": data.path, "train": model.path, "select": selected.path,
+                                "export": onnx.path}, image=image, tracking_uri=tracking_uri)
     onnx.metadata["framework"] = "onnx"

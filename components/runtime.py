@@ -108,6 +108,12 @@ def metrics_of(evaluation: str) -> dict[str, float]:
     return numeric_metrics(json.loads(Evaluation(evaluation).metrics.read_text()))
 
 
+def selection_of(select: str) -> dict[str, Any]:
+    from training.layout import Selection
+
+    return json.loads(Selection(select).scores.read_text())
+
+
 def decision_of(register: str) -> dict[str, Any]:
     from training.layout import Registration
 
@@ -155,31 +161,39 @@ def apply_variant(params: str, overrides: dict[str, Any]) -> str:
     return json.dumps(document)
 
 
-def rank_candidates(models: list[str], evaluations: list[str]) -> list[dict[str, Any]]:
-    """Each trained variant (a run folder) with its evaluation, best first by the sweep's
-    objective; each row: model, evaluation, objective, terms, run_id, settings (the
-    data/model/train values in which the variants differ)."""
+def rank_candidates(models: list[str], selections: list[str], evaluations: list[str]) -> list[dict[str, Any]]:
+    """Each trained variant (a run folder) with its selection and evaluation, best first by the
+    sweep's objective; each row: model, selection, evaluation, objective, terms, run_id, settings
+    (the data/model/train values in which the variants differ)."""
     from training.evaluation.specs import METRICS
-    from training.layout import Evaluation, TrainRun
+    from training.layout import Evaluation, Selection, TrainRun
     from training.mlops.tracking import flatten_config
     from training.utils import sha256_file
 
     assert all(METRICS[name].lower_is_better for name in SWEEP_OBJECTIVE)
-    by_checkpoint = {}
+    evaluation_of = {}     # the evaluated checkpoint's sha256 -> evaluation folder
     for folder in evaluations:
         info = json.loads(Evaluation(folder).info.read_text())
-        by_checkpoint[info["checkpoint_sha256"]] = folder
+        evaluation_of[info["checkpoint_sha256"]] = folder
+    chosen = []            # (file name in the run's checkpoints, its sha256, selection folder)
+    for folder in selections:
+        summary = json.loads(Selection(folder).scores.read_text())
+        chosen.append((summary["selected_checkpoint"], summary["source_sha256"], folder))
     rows = []
     for folder in models:
         run = TrainRun(folder)
-        digest = sha256_file(run.latest)
-        if digest not in by_checkpoint:
-            raise RuntimeError(f"{run.latest}: no evaluation of this checkpoint (sha256 {digest[:12]}) among "
-                               f"the {len(evaluations)} given")
-        metrics = json.loads(Evaluation(by_checkpoint[digest]).metrics.read_text())
+        selection = next((sel for name, digest, sel in chosen
+                          if (run.checkpoints / name).is_file() and sha256_file(run.checkpoints / name) == digest), None)
+        if selection is None:
+            raise RuntimeError(f"{folder}: none of the {len(selections)} selections chose a checkpoint of this run")
+        digest = sha256_file(Selection(selection).checkpoint)
+        if digest not in evaluation_of:
+            raise RuntimeError(f"{Selection(selection).checkpoint}: no evaluation of this checkpoint "
+                               f"(sha256 {digest[:12]}) among the {len(evaluations)} given")
+        metrics = json.loads(Evaluation(evaluation_of[digest]).metrics.read_text())
         terms = {name: float(metrics[name]) for name in SWEEP_OBJECTIVE}
         config = json.loads(run.config.read_text())
-        rows.append({"model": folder, "evaluation": by_checkpoint[digest], "terms": terms,
+        rows.append({"model": folder, "selection": selection, "evaluation": evaluation_of[digest], "terms": terms,
                      "objective": sum(terms.values()) / len(terms),
                      "run_id": run.run_id.read_text().strip() if run.run_id.exists() else "",
                      "config": flatten_config({s: config[s] for s in ("data", "model", "train")})})
@@ -190,9 +204,10 @@ def rank_candidates(models: list[str], evaluations: list[str]) -> list[dict[str,
     return sorted(rows, key=lambda row: row["objective"])   # stable: ties keep the given order
 
 
-def copy_candidate(row: dict[str, Any], model_out: str, evaluation_out: str) -> None:
+def copy_candidate(row: dict[str, Any], model_out: str, selection_out: str, evaluation_out: str) -> None:
     """The chosen run folder's latest checkpoint, log, config and MLflow run id (what export and
-    register read; the other checkpoints and samples stay with the variant), and its evaluation."""
+    register read; the other checkpoints and samples stay with the variant), its selection and
+    its evaluation."""
     import shutil
 
     from training.layout import TrainRun
@@ -203,6 +218,7 @@ def copy_candidate(row: dict[str, Any], model_out: str, evaluation_out: str) -> 
         if path.exists():
             getattr(target, name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, getattr(target, name))
+    shutil.copytree(row["selection"], selection_out, dirs_exist_ok=True)
     shutil.copytree(row["evaluation"], evaluation_out, dirs_exist_ok=True)
 
 

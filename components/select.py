@@ -1,36 +1,22 @@
-"""The end of a sweep as a KFP component: every variant's run folder and evaluation -> the
-best one (copied: its latest checkpoint, log, config and MLflow run id; its evaluation), a
-leaderboard, and the objective as KFP metrics.
-
-The objective is the promotion gate's KID, both directions averaged (components.runtime,
-``SWEEP_OBJECTIVE``). Variants are matched to their evaluations by the checkpoint's SHA-256
-the evaluation recorded, not by list position: a collected list's order is the backend's.
-"""
-from typing import List
-
+"""The select step as a KFP component: Dataset + Model (run folder) -> Model (the chosen checkpoint
+and every epoch's scores)."""
 from kfp import dsl
-from kfp.dsl import Artifact, Input, Markdown, Metrics, Model, Output
+from kfp.dsl import Dataset, Input, Model, Output
 
 from . import DEFAULT_IMAGE
 
 
 @dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
-def select_best(models: Input[List[Model]], evaluations: Input[List[Artifact]], model: Output[Model],
-                evaluation: Output[Artifact], leaderboard: Output[Markdown], objective: Output[Metrics]):
-    """The variant with the lowest objective, ties to the first."""
-    from pathlib import Path
+def select(params: str, data: Input[Dataset], model: Input[Model], selected: Output[Model], image: str = "",
+           tracking_uri: str = ""):
+    """The select step of training/steps.py: the best kept epoch checkpoint (or the latest) for
+    evaluate, export and register."""
+    import json
 
-    from components.runtime import copy_candidate, leaderboard_markdown, rank_candidates
+    from components.runtime import run_step, selection_of
 
-    ranked = rank_candidates([m.path for m in models], [e.path for e in evaluations])
-    best = ranked[0]
-    copy_candidate(best, model.path, evaluation.path)
-    model.metadata.update({"framework": "pytorch", "objective": best["objective"], "run_id": best["run_id"]})
-    Path(leaderboard.path).parent.mkdir(parents=True, exist_ok=True)
-    Path(leaderboard.path).write_text(leaderboard_markdown(ranked))
-    for name in ("objective", *best["terms"]):
-        objective.log_metric(name, best["objective"] if name == "objective" else best["terms"][name])
-    objective.log_metric("variants", len(ranked))
-    # a file at the path too: kfp.local's cache drops an entry whose local output file is missing
-    Path(objective.path).write_text(leaderboard_markdown(ranked))
-    print(leaderboard_markdown(ranked), flush=True)
+    run_step("select", params, {"data": data.path, "train": model.path, "select": selected.path}, image=image,
+             tracking_uri=tracking_uri)
+    choice = selection_of(selected.path)
+    selected.metadata.update({"framework": "pytorch", "mode": choice["mode"], "epoch": choice["selected_epoch"],
+                              "kept_epochs": json.dumps(choice["kept_epochs"])})

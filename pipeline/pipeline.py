@@ -1,4 +1,4 @@
-"""The Kubeflow pipeline: fingerprint -> prepare -> train -> evaluate + export -> register.
+"""The Kubeflow pipeline: fingerprint -> prepare -> train -> select -> evaluate + export -> register.
 
 Run-time parameters (what a person sets per run) are one params document plus a few named
 overrides; everything else comes from the document:
@@ -21,7 +21,7 @@ Cluster placement is fixed at compile time (``PipelineOptions``): the train task
 Secret provides S3 and MLflow credentials as environment variables to every task.
 
 Retries: fingerprint and prepare (downloads) and train (preemptible GPU nodes; it resumes)
-retry with backoff; evaluate and export retry once; register is idempotent and retries once.
+retry with backoff; select, evaluate and export retry once; register is idempotent and retries once.
 
 Caching, so that a scheduled run retrains only when something changed: the fingerprint task
 reads the outside world (a dataset server, an S3 prefix), prepares the data into a scratch
@@ -30,7 +30,7 @@ never on the run: prepare on the data key (a cache hit hands on the earlier run'
 artifact, and a KFP cache key names input artifacts by identity), train on the train key
 (data, data/model/train params, training code, image, processes: ``steps.content_key``) and
 on its own inputs, evaluate and export on theirs. So with unchanged data, params and code,
-prepare, train, evaluate and export are cache hits and only register runs again (it finds the
+prepare, train, select, evaluate and export are cache hits and only register runs again (it finds the
 version by its ONNX digest: nothing new is registered). register moves registry aliases and is
 never cached. The train task's inputs include the whole params document, so a change in any
 section (even evaluate's) trains again: conservative, and the document's sections are logged
@@ -48,6 +48,7 @@ from components.export import export as export_op
 from components.fingerprint import fingerprint as fingerprint_op
 from components.prepare import prepare as prepare_op
 from components.register import register as register_op
+from components.select import select as select_op
 from components.train import train as train_op
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -139,19 +140,25 @@ class StepTasks:
             kubernetes.add_toleration(task, key=opts.gpu_toleration_key, operator="Exists", effect="NoSchedule")
         return task
 
-    def evaluate(self, params, data, model):
-        task = self.place(evaluate_op(params=params, data=data, model=model, image=self.image,
+    def select(self, params, data, model):
+        task = self.place(select_op(params=params, data=data, model=model, image=self.image,
+                                    tracking_uri=self.tracking_uri))
+        return task.set_retry(1).set_caching_options(True).set_display_name("select")
+
+    def evaluate(self, params, data, model, selected):
+        task = self.place(evaluate_op(params=params, data=data, model=model, selected=selected, image=self.image,
                                       tracking_uri=self.tracking_uri))
         return task.set_retry(1).set_caching_options(True).set_display_name("evaluate")
 
-    def export(self, params, data, model):
-        task = self.place(export_op(params=params, data=data, model=model, image=self.image,
+    def export(self, params, data, model, selected):
+        task = self.place(export_op(params=params, data=data, model=model, selected=selected, image=self.image,
                                     tracking_uri=self.tracking_uri))
         return task.set_retry(1).set_caching_options(True).set_display_name("export")
 
-    def register(self, params, data, model, onnx, evaluation, promote):
-        task = self.place(register_op(params=params, data=data, model=model, onnx=onnx, evaluation=evaluation,
-                                      promote=promote, image=self.image, tracking_uri=self.tracking_uri))
+    def register(self, params, data, model, selected, onnx, evaluation, promote):
+        task = self.place(register_op(params=params, data=data, model=model, selected=selected, onnx=onnx,
+                                      evaluation=evaluation, promote=promote, image=self.image,
+                                      tracking_uri=self.tracking_uri))
         return task.set_retry(1).set_caching_options(False).set_display_name("register")
 
 
@@ -161,7 +168,7 @@ def build_pipeline(options: "PipelineOptions | None" = None, params: "str | None
     document = default_params() if params is None else one_line(params)
 
     @dsl.pipeline(name=PIPELINE_NAME,
-                  description="CycleGAN: prepare -> train -> evaluate + export -> register (MLflow gate)")
+                  description="CycleGAN: fingerprint -> prepare -> train -> select -> evaluate + export -> register (MLflow gate)")
     def cyclegan_pipeline(params: str = document, image: str = DEFAULT_IMAGE, source: str = "",
                           n_epochs: int = -1, n_epochs_decay: int = -1, gpus: int = 1,
                           checkpoint_prefix: str = "", tracking_uri: str = "", promote: bool = True):
@@ -170,9 +177,11 @@ def build_pipeline(options: "PipelineOptions | None" = None, params: "str | None
         prep = tasks.prepare(params, source, keys.outputs["data_key"])
         data = prep.outputs["data"]
         tr = tasks.train(params, data, n_epochs, n_epochs_decay, checkpoint_prefix, keys.outputs["train_key"], gpus)
-        ev = tasks.evaluate(params, data, tr.outputs["model"])
-        ex = tasks.export(params, data, tr.outputs["model"])
-        tasks.register(params, data, tr.outputs["model"], ex.outputs["onnx"], ev.outputs["evaluation"], promote)
+        selected = tasks.select(params, data, tr.outputs["model"]).outputs["selected"]
+        ev = tasks.evaluate(params, data, tr.outputs["model"], selected)
+        ex = tasks.export(params, data, tr.outputs["model"], selected)
+        tasks.register(params, data, tr.outputs["model"], selected, ex.outputs["onnx"], ev.outputs["evaluation"],
+                       promote)
 
     return cyclegan_pipeline
 

@@ -1,6 +1,6 @@
 """The Kubeflow sweep: one training per variant of a search space, the best one registered.
 
-  fingerprint -> prepare -> ParallelFor(variants): variant -> train -> evaluate
+  fingerprint -> prepare -> ParallelFor(variants): variant -> train -> select -> evaluate
                          -> select_best (lowest sweep objective) -> export -> register
 
 Run-time parameters are the main pipeline's plus ``variants``: a list of ``{"section.key":
@@ -24,7 +24,7 @@ from pathlib import Path
 from kfp import dsl
 
 from components import DEFAULT_IMAGE
-from components.select import select_best as select_op
+from components.best_variant import select_best as select_best_op
 from components.variant import variant as variant_op
 
 from .pipeline import PipelineOptions, StepTasks, default_params, one_line
@@ -55,12 +55,15 @@ def build_sweep_pipeline(options: "PipelineOptions | None" = None, params: "str 
             var.set_caching_options(False).set_display_name("variant")
             tr = tasks.train(var.outputs["params"], data, n_epochs, n_epochs_decay, checkpoint_prefix,
                              var.outputs["train_key"], gpus)
-            ev = tasks.evaluate(params, data, tr.outputs["model"])
-        best = tasks.place(select_op(models=dsl.Collected(tr.outputs["model"]),
-                                     evaluations=dsl.Collected(ev.outputs["evaluation"])))
+            sel = tasks.select(params, data, tr.outputs["model"])
+            ev = tasks.evaluate(params, data, tr.outputs["model"], sel.outputs["selected"])
+        best = tasks.place(select_best_op(models=dsl.Collected(tr.outputs["model"]),
+                                          selections=dsl.Collected(sel.outputs["selected"]),
+                                          evaluations=dsl.Collected(ev.outputs["evaluation"])))
         best.set_caching_options(True).set_retry(1).set_display_name("select best")
-        ex = tasks.export(params, data, best.outputs["model"])
-        tasks.register(params, data, best.outputs["model"], ex.outputs["onnx"], best.outputs["evaluation"], promote)
+        ex = tasks.export(params, data, best.outputs["model"], best.outputs["selected"])
+        tasks.register(params, data, best.outputs["model"], best.outputs["selected"], ex.outputs["onnx"],
+                       best.outputs["evaluation"], promote)
 
     return cyclegan_sweep
 

@@ -12,7 +12,7 @@
   data/               the training-time dataset and transforms
   models/             networks (one registry of names), losses, pool, the training step
   engine/             trainer, schedule, checkpoints, checkpoint mirror, .pth import
-  evaluation/         metric specs, metrics, features, KID/FD, probe, report
+  evaluation/         metric specs, metrics, features, KID/FD, probe, report, checkpoint selection
   export/             ONNX export and verification, the registered pyfunc
   mlops/              MLflow tracking, registry, promotion gate
   translate.py        translate files with a checkpoint

@@ -11,14 +11,15 @@ import os
 import sys
 
 from .commands import args as shared_args
-from .commands import (evaluate, export, import_pth, params, pipeline, prepare, register, serve, steps, summary, track,
-                       train, translate)
+from .commands import (evaluate, export, import_pth, params, pipeline, prepare, register, select, serve, steps, summary,
+                       track, train, translate)
 from .errors import UserError
 
 # name: (module, one-line help), in the order of the pipeline
 COMMANDS = {
     "prepare": (prepare, "Turn a data source into trainA/trainB/testA/testB + a manifest."),
     "train": (train, "Train a CycleGAN (full-state checkpoints, exact --resume)."),
+    "select": (select, "Choose the checkpoint to evaluate, export and register: the best kept epoch, or the latest."),
     "evaluate": (evaluate, "Measure a checkpoint on the test split: metrics, grids, report."),
     "export": (export, "Export both generators to verified ONNX models."),
     "track": (track, "Log a step's part of the pipeline's MLflow run."),

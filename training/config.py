@@ -153,7 +153,16 @@ class EvaluateConfig(Section):
     device: str = Field("auto", description="auto (CUDA when present) | cpu | cuda | cuda:N")
     threads: int = Field(0, ge=0, description="CPU compute threads; 0 = the CPUs this process may use "
                          "(affinity and cgroup quota)")
-    seed: int = Field(0, description="KID subsets and the probe's training subset")
+    seed: int = Field(0, description="KID subsets, the probe's training subset and the selection's validation subset")
+    # Which kept epoch checkpoint the pipeline evaluates, exports and registers (evaluation/select.py).
+    select: Literal["best", "latest"] = Field(
+        "best", description="best: the kept epoch checkpoint that scores best on the validation subset | "
+        "latest: the run's last state")
+    select_metric: Literal["kid", "domain_success"] = Field(
+        "kid", description="what ranks epochs: kid (mean of both directions, lower is better) | domain_success "
+        "(mean of both directions, higher is better; ties go to the lower KID)")
+    select_images: int = Field(200, ge=2, description="training images per domain translated to score each epoch "
+                               "(a seeded subset, the same for every epoch)")
 
     @field_validator("image_size")
     @classmethod

@@ -5,6 +5,7 @@ and the CLI's help texts ask this module; nothing else spells these names.
     run = TrainRun("runs/train")
     run.latest          runs/train/checkpoints/latest.pt
     run.epoch(5)        runs/train/checkpoints/epoch_5.pt
+    Selection("runs/select").checkpoint        runs/select/selected.pt
     Export("runs/export").onnx("AtoB", "uint8")   runs/export/G_AtoB_uint8.onnx
     TritonRepository(Export("runs/export").triton).model_file("cyclegan-AtoB")
                         runs/export/triton/cyclegan-AtoB/1/model.onnx
@@ -19,8 +20,8 @@ import re
 from pathlib import Path
 
 # Where `dvc repro` keeps each step's output; Kubeflow passes its artifact paths instead.
-FOLDERS = {"data": "data/prepared", "train": "runs/train", "eval": "runs/eval", "export": "runs/export",
-           "register": "runs/register"}
+FOLDERS = {"data": "data/prepared", "train": "runs/train", "select": "runs/select", "eval": "runs/eval",
+           "export": "runs/export", "register": "runs/register"}
 
 DIRECTIONS = ("AtoB", "BtoA")
 
@@ -115,6 +116,27 @@ class TrainRun(_Folder):
     def run_id(self) -> Path:
         """The pipeline's MLflow run id: later steps log into the same run through it."""
         return self.root / self.RUN_ID
+
+
+class Selection(_Folder):
+    """What ``cyclegan select --out ROOT`` writes: the checkpoint the later steps evaluate, export
+    and register, and how every kept epoch scored."""
+
+    @property
+    def checkpoint(self) -> Path:
+        """The chosen epoch's generators and config (what ``load_generators`` reads), with a
+        record of the choice."""
+        return self.root / "selected.pt"
+
+    @property
+    def scores(self) -> Path:
+        """The choice, the validation subset and every epoch's figures (JSON)."""
+        return self.root / "selection.json"
+
+    @property
+    def scores_plot(self) -> Path:
+        """One row per scored epoch, for ``dvc plots``."""
+        return self.root / "scores.csv"
 
 
 class Evaluation(_Folder):

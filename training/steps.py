@@ -1,4 +1,4 @@
-"""The pipeline's five steps, each defined once: the commands it runs, what it reads and
+"""The pipeline's six steps, each defined once: the commands it runs, what it reads and
 writes, the params sections and code it depends on, and how it resumes.
 
 Two runners read this table and nothing else:
@@ -9,7 +9,7 @@ Two runners read this table and nothing else:
     checkpoint prefix) on what DVC watches for it: ``content_key`` over the step's params
     sections, code folders and input data.
 
-Commands are argv templates. ``{data}``, ``{train}``, ``{eval}``, ``{export}`` and
+Commands are argv templates. ``{data}``, ``{train}``, ``{select}``, ``{eval}``, ``{export}`` and
 ``{register}`` are the steps' folders; file names inside them come from ``layout``.
 ``When(option, args)`` adds ``args`` only when a runner sets ``option`` (DVC sets
 ``DVC_OPTIONS``; Kubeflow passes its pipeline parameters).
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .export.triton import TritonSettings
-from .layout import FOLDERS, Evaluation, Export, Registration, TrainRun
+from .layout import FOLDERS, Evaluation, Export, Registration, Selection, TrainRun
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,10 @@ class Step:
 # Folders as templates: TrainRun("{train}").latest is the latest checkpoint under "{train}".
 RUN, EVALUATION, EXPORT, REGISTRATION = TrainRun("{train}"), Evaluation("{eval}"), Export("{export}"), \
     Registration("{register}")
-LATEST, RUN_ID = str(RUN.latest), str(RUN.run_id)
+SELECTION = Selection("{select}")
+RUN_ID = str(RUN.run_id)
+# what evaluate, export and register read: the checkpoint the select step chose
+SELECTED = str(SELECTION.checkpoint)
 
 STEPS: tuple[Step, ...] = (
     Step("prepare", "any source -> trainA/ trainB/ testA/ testB/ + manifest",
@@ -101,19 +104,29 @@ STEPS: tuple[Step, ...] = (
                  "reason (changed data, params or code, a finished run). The checkpoints, the log and the samples "
                  "persist because DVC would otherwise delete them before the stage runs; a resumed run keeps its "
                  "history (the trainer truncates the log to the checkpoint)."),
+    Step("select", "score every kept epoch checkpoint on training images; the best (or the latest) goes on",
+         commands=(("cyclegan", "select", "--data", "{data}", "--train", "{train}", "--out", "{select}"),
+                   ("cyclegan", "track", "select", "{select}", "--train", "{train}")),
+         inputs=("{data}", str(RUN.checkpoints), RUN_ID),
+         outputs=(Output("{select}"),),
+         params=("evaluate",),
+         code=("training/evaluation",),
+         comment="evaluate.select: best scores every kept epoch checkpoint on a fixed subset of the training images "
+                 "(never the test split, so the test figures of the chosen epoch stay unbiased); latest takes the "
+                 "latest checkpoint. Evaluate, export and register all read the chosen checkpoint."),
     Step("evaluate", "metrics on the test split, picture grids, an HTML report",
-         commands=(("cyclegan", "evaluate", "--data", "{data}", "--checkpoint", LATEST, "--train-log", str(RUN.log),
-                    "--out", "{eval}"),
+         commands=(("cyclegan", "evaluate", "--data", "{data}", "--checkpoint", SELECTED, "--selection",
+                    str(SELECTION.scores), "--train-log", str(RUN.log), "--out", "{eval}"),
                    ("cyclegan", "track", "evaluate", "{eval}", "--train", "{train}")),
-         inputs=("{data}", LATEST, str(RUN.log), RUN_ID),
+         inputs=("{data}", SELECTED, str(SELECTION.scores), str(RUN.log), RUN_ID),
          outputs=(Output(str(EVALUATION.report_dir)), Output(str(EVALUATION.grids)), Output(str(EVALUATION.plots)),
                   Output(str(EVALUATION.info)), Output(str(EVALUATION.metrics), cache=False, metric=True)),
          params=("evaluate",),
          code=("training/evaluation",)),
     Step("export", "both generators as verified ONNX models; the model into the MLflow run",
-         commands=(("cyclegan", "export", "--checkpoint", LATEST, "--data", "{data}", "--out", "{export}"),
-                   ("cyclegan", "track", "export", "{export}", "--checkpoint", LATEST, "--train", "{train}")),
-         inputs=("{data}", LATEST, RUN_ID),
+         commands=(("cyclegan", "export", "--checkpoint", SELECTED, "--data", "{data}", "--out", "{export}"),
+                   ("cyclegan", "track", "export", "{export}", "--checkpoint", SELECTED, "--train", "{train}")),
+         inputs=("{data}", SELECTED, RUN_ID),
          outputs=(Output("{export}"),),
          params=("export", *TritonSettings.serve_keys()),
          code=("training/export",),
@@ -121,9 +134,9 @@ STEPS: tuple[Step, ...] = (
                  "settings from these serve: keys, so changing one re-exports."),
     Step("register", "register the version as challenger; the gate decides whether champion moves",
          commands=(("cyclegan", "register", "--model", "{export}", "--metrics", str(EVALUATION.metrics),
-                    "--checkpoint", LATEST, "--data", "{data}", "--train", "{train}", "--out", "{register}",
+                    "--checkpoint", SELECTED, "--data", "{data}", "--train", "{train}", "--out", "{register}",
                     When("promote", ("--promote",))),),
-         inputs=("{export}", str(EVALUATION.metrics), LATEST, RUN_ID, "{data}"),
+         inputs=("{export}", str(EVALUATION.metrics), SELECTED, RUN_ID, "{data}"),
          outputs=(Output(str(REGISTRATION.decision), cache=False),),
          params=("register",),
          code=("training/mlops",),
@@ -147,6 +160,12 @@ PLOTS = [
                                                                      "loss_cycle_A", "loss_cycle_B"]}}},
     {"Metrics vs identity baseline": {"template": "bar_horizontal", "x": "checkpoint",
                                       "y": {str(Evaluation(FOLDERS["eval"]).metrics_plot): "metric"}}},
+    {"Validation KID by epoch (checkpoint selection)": {
+        "template": "linear", "x": "epoch",
+        "y": {str(Selection(FOLDERS["select"]).scores_plot): ["kid_AtoB_mean", "kid_BtoA_mean"]}}},
+    {"Validation domain success by epoch (checkpoint selection)": {
+        "template": "linear", "x": "epoch",
+        "y": {str(Selection(FOLDERS["select"]).scores_plot): ["domain_success_AtoB", "domain_success_BtoA"]}}},
 ]
 
 
@@ -209,7 +228,7 @@ def overrides_from(named: dict[str, object]) -> list[str]:
 DVC_HEADER = """\
 # Generated from training/steps.py by `cyclegan steps --write dvc.yaml`: edit the table there,
 # not this file (tests/test_steps.py fails when the two disagree).
-# The five steps as DVC stages. Every cmd is the project's one CLI; params.yaml holds every
+# The six steps as DVC stages. Every cmd is the project's one CLI; params.yaml holds every
 # tunable, so `dvc repro` re-runs exactly the stages whose code, data or params changed, and
 # `dvc exp run -S train.n_epochs=10` tries a variant. Each step adds its part to the pipeline's
 # one MLflow run (`cyclegan track`), whose id travels in the train folder.

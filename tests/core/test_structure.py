@@ -107,7 +107,7 @@ def test_the_walk_sees_what_it_must(graph):
 
 
 LAYOUT_NAMES = ("latest.pt", "train_log.csv", "mlflow_run_id", "G_AtoB.onnx", "G_BtoA.onnx", "metrics.json",
-                "eval_info.json", "verify.json", "decision.json", "generators.pt")
+                "eval_info.json", "verify.json", "decision.json", "generators.pt", "selected.pt", "selection.json")
 
 
 def test_run_file_names_live_only_in_the_layout_module():
@@ -123,10 +123,10 @@ def test_run_file_names_live_only_in_the_layout_module():
                         found.append(f"{path.relative_to(ROOT)}:{number}: {name}")
     assert not found, found
     # and the layout module is where they come from
-    from training.layout import Evaluation, Export, Registration, TrainRun
+    from training.layout import Evaluation, Export, Registration, Selection, TrainRun
 
-    run, evaluation, export = TrainRun("r"), Evaluation("e"), Export("x")
+    run, evaluation, export, selection = TrainRun("r"), Evaluation("e"), Export("x"), Selection("s")
     defined = {run.latest.name, run.log.name, run.run_id.name, *(p.name for p in export.onnx_pair()),
                evaluation.metrics.name, evaluation.info.name, export.verify.name, Registration("g").decision.name,
-               Export.GENERATORS}
+               Export.GENERATORS, selection.checkpoint.name, selection.scores.name}
     assert defined == set(LAYOUT_NAMES)

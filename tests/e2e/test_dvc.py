@@ -12,7 +12,7 @@ import yaml
 from helpers import ROOT
 from helpers.mlops import DVC, dvc_env, make_dvc_repo
 
-STAGES = ["prepare", "train", "evaluate", "export", "register"]
+STAGES = ["prepare", "train", "select", "evaluate", "export", "register"]
 
 
 def dvc(repo, *args, env=None, timeout=600) -> str:
@@ -22,7 +22,7 @@ def dvc(repo, *args, env=None, timeout=600) -> str:
     return proc.stdout
 
 
-def test_dvc_yaml_declares_the_five_stages_exactly():
+def test_dvc_yaml_declares_the_six_stages_exactly():
     spec = yaml.safe_load((ROOT / "dvc.yaml").read_text())
     stages = spec["stages"]
     assert list(stages) == STAGES
@@ -37,14 +37,18 @@ def test_dvc_yaml_declares_the_five_stages_exactly():
     assert "runs/train/mlflow_run_id" in train_outs
     assert stages["evaluate"]["metrics"][0] == {"runs/eval/metrics.json": {"cache": False}}
     plotted = {f for plot in spec["plots"] for entry in plot.values() for f in entry["y"]}
-    # the loss curves come straight from the training log: `dvc plots show` needs no evaluation
-    assert plotted == {"runs/train/train_log.csv", "runs/eval/plots/metrics.csv"}
+    # the loss curves come straight from the training log: `dvc plots show` needs no evaluation;
+    # the selection's scores by epoch come from the select stage
+    assert plotted == {"runs/train/train_log.csv", "runs/eval/plots/metrics.csv", "runs/select/scores.csv"}
+    for stage in ("evaluate", "export", "register"):   # all three read the checkpoint select chose
+        assert "runs/select/selected.pt" in stages[stage]["deps"], stage
+        assert "latest.pt" not in " ".join(stages[stage]["deps"]), stage
     assert "--promote" in stages["register"]["cmd"]
 
 
 @pytest.mark.slow
 def test_dvc_exp_run_end_to_end_with_the_tests_profile(tmp_path):
-    """`dvc exp run -S train.n_epochs=2` on the tests profile runs all five stages: metrics,
+    """`dvc exp run -S train.n_epochs=2` on the tests profile runs all six stages: metrics,
     plots, the MLflow run with every step's part, and a champion; a repro after it is a no-op."""
     import mlflow
 
@@ -64,7 +68,8 @@ def test_dvc_exp_run_end_to_end_with_the_tests_profile(tmp_path):
     shown = workspace["data"]["runs/eval/metrics.json"]["data"]
     assert {"kid_AtoB_mean", "cycle_psnr_A", "domain_success_AtoB"} <= set(shown)
     plots = json.loads(dvc(repo, "plots", "show", "--json", env=env))
-    assert {"Training losses", "Metrics vs identity baseline"} <= set(plots["data"])
+    assert {"Training losses", "Metrics vs identity baseline", "Validation KID by epoch (checkpoint selection)"} \
+        <= set(plots["data"])
     assert not plots.get("errors")
 
     # a second repro changes nothing
@@ -86,6 +91,11 @@ def test_dvc_exp_run_end_to_end_with_the_tests_profile(tmp_path):
     assert decision["run_id"] == run_id and decision["action"] == "promoted"
     champion = client.get_model_version_by_alias("cyclegan", "champion")
     assert champion.run_id == run_id and champion.tags["data_manifest_sha256"] == run.data.tags["data_manifest_sha256"]
+    # select best on the tests profile: the only kept epoch is the last (save_epoch_freq 5 > 3 epochs)
+    selection = json.loads((repo / "runs" / "select" / "selection.json").read_text())
+    assert (selection["mode"], selection["selected_epoch"], selection["kept_epochs"]) == ("best", 3, [3])
+    assert run.data.tags["selected_epoch"] == champion.tags["selected_epoch"] == "3"
+    assert "epoch **3** of 3" in champion.description
 
     # a changed model setting re-runs train, which cannot continue the old checkpoint: it starts over
     params = yaml.safe_load((repo / "params.yaml").read_text())

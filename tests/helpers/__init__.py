@@ -3,6 +3,7 @@
   helpers/__init__.py     ROOT, SHARED, TESTS_PROFILE, CYCLEGAN, make_images, make_data
   helpers/prepare.py      every kind of file a real photo collection contains
   helpers/mlops.py        small real ONNX models, metrics files, MLflow and DVC set-ups
+  helpers/checkpoints.py  generators-only checkpoints without training, generators made a solid colour
   helpers/serving.py      a trained tests-profile export, a server process, the registry stand-up
   helpers/distributed.py  the worker of the DDP equivalence test
 Fixtures live in tests/conftest.py.

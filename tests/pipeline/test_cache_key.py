@@ -115,7 +115,7 @@ def test_the_compiled_pipeline_keys_cached_tasks_on_content_not_on_the_run(tmp_p
                  str(write_tests_params(tmp_path / "p.yaml"))]) == 0
     tasks = yaml.safe_load_all(out.read_text()).__next__()["root"]["dag"]["tasks"]
     cached = {name for name, task in tasks.items() if task.get("cachingOptions", {}).get("enableCache")}
-    assert cached == {"prepare", "train", "evaluate", "export"}
+    assert cached == {"prepare", "train", "select", "evaluate", "export"}
     for name in cached:   # no job id, job name, task id or time among their inputs
         assert _run_specific(tasks[name]["inputs"]) == [], name
     # the keys come from the never-cached fingerprint task

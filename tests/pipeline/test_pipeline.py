@@ -31,8 +31,8 @@ def test_compiled_pipeline_requests_a_gpu_node_for_train(tmp_path):
     spec, platform = _compile(tmp_path, "--gpu-node-selector", "cloud.google.com/gke-accelerator=nvidia-l4",
                               "--secret", "cyclegan-credentials")
     executors = spec["deploymentSpec"]["executors"]
-    assert set(executors) == {f"exec-{s}" for s in ("fingerprint", "prepare", "train", "evaluate", "export",
-                                                    "register")}
+    assert set(executors) == {f"exec-{s}" for s in ("fingerprint", "prepare", "train", "select", "evaluate",
+                                                    "export", "register")}
     train = executors["exec-train"]["container"]["resources"]
     assert train["accelerator"]["resourceType"] == "nvidia.com/gpu"
     assert train["accelerator"]["resourceCount"] == "{{$.inputs.parameters['pipelinechannel--gpus']}}"
@@ -50,6 +50,10 @@ def test_compiled_pipeline_requests_a_gpu_node_for_train(tmp_path):
 
     tasks = spec["root"]["dag"]["tasks"]
     assert tasks["train"]["retryPolicy"]["maxRetryCount"] == 3
+    # evaluate, export and register take the checkpoint the select task chose
+    for name in ("evaluate", "export", "register"):
+        selected = tasks[name]["inputs"]["artifacts"]["selected"]["taskOutputArtifact"]
+        assert selected == {"producerTask": "select", "outputArtifactKey": "selected"}, name
     assert tasks["register"]["cachingOptions"].get("enableCache", False) is False
     assert tasks["train"]["cachingOptions"]["enableCache"] is True
     # the GPUs it requests are the processes it launches
@@ -203,6 +207,7 @@ def test_local_pipeline_run_end_to_end(tmp_path, monkeypatch, cli_env, s3_env, t
     model = run_dir / "train" / "model"
     assert (model / "checkpoints" / "latest.pt").is_file()
     assert {p.name for p in (run_dir / "export" / "onnx").iterdir()} >= {"G_AtoB.onnx", "G_BtoA.onnx", "verify.json"}
+    assert (run_dir / "select" / "selected" / "selected.pt").is_file()
     metrics = json.loads((run_dir / "evaluate" / "evaluation" / "metrics.json").read_text())
     assert "kid_AtoB_mean" in metrics
     assert "<table" in (run_dir / "evaluate" / "report").read_text()
@@ -221,7 +226,7 @@ def test_local_pipeline_run_end_to_end(tmp_path, monkeypatch, cli_env, s3_env, t
     assert run.data.params["model.ngf"] == "8"
     assert {"loss_G", "lr", "kid_AtoB_mean"} <= set(run.data.metrics)
     assert run.data.tags["container_image"] == "local-venv"
-    assert {f"cyclegan.logged.{p}" for p in ("train", "evaluate", "export")} <= set(run.data.tags)
+    assert {f"cyclegan.logged.{p}" for p in ("train", "select", "evaluate", "export")} <= set(run.data.tags)
     assert decision["run_id"] == run_id
     champion = mlflow.MlflowClient(uri).get_model_version_by_alias("cyclegan", "champion")
     assert champion.run_id == run_id

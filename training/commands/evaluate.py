@@ -12,6 +12,9 @@ def add_arguments(parser):
     parser.add_argument("--train-log", default=None,
                         help="the trainer's training log for the loss curves (default: the one in the checkpoint's "
                              "run folder)")
+    parser.add_argument("--selection", default=None,
+                        help="the scores file of cyclegan select, shown in the report by epoch (default: the one "
+                             "beside the checkpoint, if any)")
     parser.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: evaluate.device, auto)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
 
@@ -26,7 +29,7 @@ def run(args):
     cfg = load_args_config(args)
     configure_threads(cfg.evaluate.threads)
     summary = evaluate(cfg, args.data, args.checkpoint, args.out, train_log=args.train_log, device=args.device,
-                       progress=not args.no_progress)
+                       progress=not args.no_progress, selection=args.selection)
     gate = {k: summary["metrics"][k] for k in cfg.register.gate_metrics}
     print(json.dumps({"out": summary["out"], **gate, "seconds": summary["timings_s"]["total"]}))
     return 0

@@ -301,10 +301,12 @@ def real_features(name: str, extractor, paths: list[Path], size: int, channels: 
 # -- the fingerprint ----------------------------------------------------------------------
 # ``evaluate:`` settings that change no number: how work is batched (float32 round-off only),
 # how many pictures the grids show, where cached features live (the cache is keyed by content),
-# the device setting (the resolved device type is a part of its own) and the Inception path
-# (its weights' hash is a part). Every other setting is a part, so a new key is covered until
-# someone decides here that it changes nothing.
-NUMBERLESS_SETTINGS = frozenset({"batch_size", "grid_images", "cache_dir", "device", "inception_weights"})
+# the device setting (the resolved device type is a part of its own), the Inception path
+# (its weights' hash is a part) and how the select step chooses a checkpoint (which generators
+# are measured is the challenger itself, not a way of measuring). Every other setting is a
+# part, so a new key is covered until someone decides here that it changes nothing.
+NUMBERLESS_SETTINGS = frozenset({"batch_size", "grid_images", "cache_dir", "device", "inception_weights",
+                                 "select", "select_metric", "select_images"})
 # the libraries whose arithmetic or image decoding the numbers depend on
 NUMERIC_LIBRARIES = ("torch", "numpy", "scikit-learn", "pillow", "efficientnet-lite-pytorch")
 
@@ -560,8 +562,9 @@ def compute(cfg: Config, data: Path, checkpoint: Path, device: torch.device, pro
     return ordered, grids, info
 
 
-def write_outputs(out: Path, metrics: dict, grids: dict, info: dict, train_log: Path | None) -> None:
-    """Everything into the (temporary) folder ``out``."""
+def write_outputs(out: Path, metrics: dict, grids: dict, info: dict, train_log: Path | None,
+                  selection: dict | None = None) -> None:
+    """Everything into the (temporary) folder ``out``; ``selection``: the select step's scores."""
     from ..data.transforms import save_image
     from .report import grid_tensor, loss_charts, png_bytes, read_train_log, render_html, write_plots
 
@@ -575,9 +578,10 @@ def write_outputs(out: Path, metrics: dict, grids: dict, info: dict, train_log: 
     log = read_train_log(train_log)
     write_plots(files, metrics, log)
     files.report_dir.mkdir(parents=True, exist_ok=True)
-    shown = {k: info[k] for k in ("checkpoint", "checkpoint_sha256", "data", "test_manifest_sha256",
-                                  "data_source", "image_size", "generator", "features", "train_log") if k in info}
-    files.report.write_text(render_html(metrics, pngs, loss_charts(log), shown), encoding="utf-8")
+    shown = {k: info[k] for k in ("checkpoint", "checkpoint_sha256", "checkpoint_epoch", "data",
+                                  "test_manifest_sha256", "data_source", "image_size", "generator", "features",
+                                  "train_log") if k in info}
+    files.report.write_text(render_html(metrics, pngs, loss_charts(log), shown, selection), encoding="utf-8")
     files.info.write_text(json.dumps(info, indent=2) + "\n")
     files.metrics.write_text(json.dumps(metrics, indent=2) + "\n")
 
@@ -593,18 +597,44 @@ def default_train_log(checkpoint: str) -> str:
     return str(TrainRun(Path(checkpoint).expanduser().parent.parent).log)
 
 
+def _selection_scores(checkpoint: str, selection: str | None) -> dict | None:
+    """The select step's scores: ``selection`` (which must exist), else the file beside the
+    checkpoint when it is a selected one (``layout.Selection``), else None."""
+    from .. import storage
+    from ..layout import Selection
+    from .report import read_selection
+
+    if selection is None:
+        if storage.is_remote(checkpoint):
+            return None
+        beside = Selection(Path(checkpoint).expanduser().parent)
+        if Path(checkpoint).name != beside.checkpoint.name or not beside.scores.is_file():
+            return None
+        selection = str(beside.scores)
+    elif not storage.exists(selection):
+        raise UserError(f"{selection}: selection file not found")
+    return read_selection(selection)
+
+
 def evaluate(cfg: Config, data: str, checkpoint: str, out: str, train_log: str | None = None,
-             device: str | None = None, progress: bool = True) -> dict:
-    """Evaluate ``checkpoint`` on ``data`` (local or object storage) into ``out``; returns a summary."""
+             device: str | None = None, progress: bool = True, selection: str | None = None) -> dict:
+    """Evaluate ``checkpoint`` on ``data`` (local or object storage) into ``out``; returns a summary.
+    ``selection``: the select step's scores file, shown in the report (default: the one beside
+    the checkpoint, if any)."""
     import contextlib
 
     from .. import storage
+    from ..utils import sha256_file
 
     if not storage.is_remote(checkpoint) and not Path(checkpoint).expanduser().is_file():
         raise UserError(f"{checkpoint}: checkpoint not found")
     if not storage.is_remote(data) and not Path(data).expanduser().is_dir():
         raise UserError(f"{data}: data folder not found")
     explicit_log = train_log is not None
+    scores = _selection_scores(checkpoint, selection)
+    if scores is not None and not explicit_log and scores.get("train"):
+        run = str(scores["train"])   # a selected checkpoint sits outside its run folder
+        train_log = storage.join(run, TrainRun.LOG) if storage.is_remote(run) else str(TrainRun(run).log)
     train_log = train_log or default_train_log(checkpoint)
     if explicit_log and not storage.exists(train_log):
         raise UserError(f"{train_log}: training log not found")
@@ -613,10 +643,17 @@ def evaluate(cfg: Config, data: str, checkpoint: str, out: str, train_log: str |
         local_data = stack.enter_context(storage.local_input(data))
         local_ckpt = stack.enter_context(storage.local_input(checkpoint))
         local_log = stack.enter_context(storage.local_input(train_log)) if storage.exists(train_log) else None
+        if scores is not None and scores.get("checkpoint_sha256") not in (None, sha256_file(local_ckpt)):
+            raise UserError(f"{selection or 'the selection file beside the checkpoint'}: describes another "
+                            f"checkpoint than {checkpoint} (written by another cyclegan select)")
         metrics, grids, info = compute(cfg, local_data, local_ckpt, device_, progress)
         info = {"checkpoint": str(checkpoint), "data": str(data),
                 "train_log": str(train_log) if local_log else "", **info}
+        if scores is not None:
+            info["checkpoint_epoch"] = scores["selected_epoch"]
+            info["selection"] = {k: scores.get(k) for k in ("mode", "selected_epoch", "selected_checkpoint",
+                                                            "metric", "score", "kept_epochs", "epochs_trained")}
         with storage.local_output(out) as tmp:
-            write_outputs(tmp, metrics, grids, info, local_log)
+            write_outputs(tmp, metrics, grids, info, local_log, scores)
     return {"out": str(out), "metrics": metrics, "timings_s": info["timings_s"],
             "fingerprint_parts": info["fingerprint_parts"]}

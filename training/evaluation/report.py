@@ -1,8 +1,8 @@
 """What people look at: picture grids, a self-contained HTML report, DVC plot files.
 
 The report is one ``index.html`` with no external resource: the grids are inline
-``data:`` PNGs and the loss curves inline SVG, so it opens offline, from S3, or as an
-MLflow artifact alike.
+``data:`` PNGs, the loss curves and the checkpoint selection's scores by epoch inline SVG, so
+it opens offline, from S3, or as an MLflow artifact alike.
 """
 from __future__ import annotations
 
@@ -65,9 +65,11 @@ def read_train_log(path: Path | None) -> dict[str, list[float]]:
 
 
 def svg_chart(title: str, x: list[float], series: dict[str, list[float]], width: int = 640,
-              height: int = 280) -> str:
-    """A line chart as inline SVG: polylines, min/max ticks, a legend."""
-    left, right, top, bottom = 56, 150, 28, 32
+              height: int = 280, x_label: str = "iteration", points: bool = False) -> str:
+    """A line chart as inline SVG: polylines, min/max ticks, a legend; ``points`` also marks
+    each value (a series of one value has no line to show)."""
+    # the legend's column fits the longest name (11 px text: about 7 px a character)
+    left, right, top, bottom = 56, max(150, 40 + 7 * max((len(n) for n in series), default=0)), 28, 32
     finite = [v for ys in series.values() for v in ys if math.isfinite(v)]
     if not x or not finite:
         return ""
@@ -92,12 +94,15 @@ def svg_chart(title: str, x: list[float], series: dict[str, list[float]], width:
         parts.append(f'<text x="{anchor_x:.1f}" y="{top + ph + 16}" font-size="11" '
                      f'text-anchor="middle">{value:.0f}</text>')
     parts.append(f'<text x="{left + pw / 2:.1f}" y="{height - 4}" font-size="11" text-anchor="middle">'
-                 'iteration</text>')
+                 f'{html.escape(x_label)}</text>')
     for k, (name, ys) in enumerate(series.items()):
         colour = PALETTE[k % len(PALETTE)]
-        points = " ".join(f"{sx(a):.1f},{sy(b):.1f}" for a, b in zip(x, ys) if math.isfinite(b))
-        parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="1.5" points="{points}">'
+        line = " ".join(f"{sx(a):.1f},{sy(b):.1f}" for a, b in zip(x, ys) if math.isfinite(b))
+        parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="1.5" points="{line}">'
                      f'<title>{html.escape(name)}</title></polyline>')
+        if points:
+            parts += [f'<circle cx="{sx(a):.1f}" cy="{sy(b):.1f}" r="3" fill="{colour}"/>'
+                      for a, b in zip(x, ys) if math.isfinite(b)]
         ly = top + 12 + 16 * k
         parts.append(f'<line x1="{left + pw + 10}" y1="{ly - 4}" x2="{left + pw + 28}" y2="{ly - 4}" '
                      f'stroke="{colour}" stroke-width="2"/>')
@@ -172,6 +177,69 @@ def metrics_table(metrics: dict) -> str:
     return "".join(rows)
 
 
+# -- the checkpoint selection ----------------------------------------------------------
+def read_selection(path: str | Path) -> dict:
+    """The select step's scores file (``Selection.scores``, local or object storage); a bad
+    one is a UserError naming it."""
+    from .. import storage
+    from ..errors import UserError
+
+    try:
+        scores = json.loads(storage.read_bytes(path))
+    except ValueError as e:
+        raise UserError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(scores, dict) or "selected_epoch" not in scores or not isinstance(scores.get("epochs"), list):
+        raise UserError(f"{path}: not a selection file (written by cyclegan select)")
+    return scores
+
+
+SELECTION_COLUMNS = ("kid_AtoB_mean", "kid_BtoA_mean", "domain_success_AtoB", "domain_success_BtoA", "score")
+
+
+def selection_section(scores: dict | None) -> str:
+    """Which checkpoint was evaluated and why: the scores of every kept epoch (``cyclegan select``)
+    by epoch, as charts and a table with the chosen epoch marked; '' without a selection."""
+    if not scores:
+        return ""
+    epoch, mode, metric = scores.get("selected_epoch"), scores.get("mode"), scores.get("metric")
+    rows = [r for r in scores.get("epochs", []) if isinstance(r, dict) and "epoch" in r]
+    if mode != "best" or not rows:
+        return (f'<h2 id="selection">Checkpoint selection</h2><p id="selection-summary">The latest checkpoint '
+                f'(epoch {_fmt(epoch)}) was evaluated: <code>evaluate.select</code> is {html.escape(str(mode))}, so '
+                'no epoch was scored.</p>')
+    validation = scores.get("validation", {})
+    per_domain = validation.get("images_per_domain", {})
+    x = [float(r["epoch"]) for r in rows]
+    charts = []
+    for title, names in (("Validation KID by epoch", ("kid_AtoB_mean", "kid_BtoA_mean")),
+                         ("Validation domain success by epoch", ("domain_success_AtoB", "domain_success_BtoA"))):
+        series = {n: [float(r.get(n, math.nan)) for r in rows] for n in names}
+        charts.append(svg_chart(title, x, series, x_label="epoch", points=True))
+    head = "".join(f"<th>{name}</th>" for name in SELECTION_COLUMNS)
+    body = []
+    for r in rows:
+        chosen = r["epoch"] == epoch
+        cells = "".join(f'<td class="num">{_fmt(r.get(name))}</td>' for name in SELECTION_COLUMNS)
+        body.append(f'<tr{" class=selected" if chosen else ""}><td class="num">{r["epoch"]}</td>{cells}'
+                    f'<td>{"&#10003; evaluated" if chosen else ""}</td></tr>')
+    baseline = scores.get("baseline") or {}
+    if baseline:
+        cells = "".join(f'<td class="num">{_fmt(baseline.get(name))}</td>' for name in SELECTION_COLUMNS)
+        body.append(f"<tr><td>untranslated</td>{cells}<td></td></tr>")
+    what = {"kid": "the mean KID of both directions (lower is better)",
+            "domain_success": "the mean domain success of both directions (higher is better)"}.get(metric, metric)
+    return (f'<h2 id="selection">Checkpoint selection</h2>'
+            f'<p id="selection-summary">Epoch {_fmt(epoch)} of {len(rows)} kept epochs was evaluated: the best by '
+            f'{html.escape(str(what))} on a fixed validation subset of the training images '
+            f'({html.escape(", ".join(f"{k} {v}" for k, v in per_domain.items()))} per domain, seed '
+            f'{_fmt(validation.get("seed"))}), never the test split, so the test figures below are not '
+            f'biased by the choice. The training images were seen in training: these scores rank epochs and are '
+            f'not comparable with the test figures.</p>'
+            + "".join(charts) +
+            f'<table id="selection-scores"><thead><tr><th>epoch</th>{head}<th></th></tr></thead>'
+            f'<tbody>{"".join(body)}</tbody></table>')
+
+
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
 table { border-collapse: collapse; font-size: 13px; }
@@ -183,11 +251,14 @@ img { image-rendering: pixelated; border: 1px solid #ddd; }
 .grids figure { flex: 1 1 360px; max-width: 520px; margin: 0; }
 .grids img { width: 100%; height: auto; }
 code { font-size: 12px; }
+tr.selected td { background: #e8f4e8; font-weight: bold; }
 """
 
 
-def render_html(metrics: dict, grids: dict[str, bytes], charts: list[str], info: dict) -> str:
-    """The whole report as one string; ``grids`` maps a direction to its PNG bytes."""
+def render_html(metrics: dict, grids: dict[str, bytes], charts: list[str], info: dict,
+                selection: dict | None = None) -> str:
+    """The whole report as one string; ``grids`` maps a direction to its PNG bytes, ``selection``
+    is the checkpoint selection's scores (``Selection.scores``) when there is one."""
     figures = []
     for direction, data in grids.items():
         uri = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
@@ -208,6 +279,7 @@ def render_html(metrics: dict, grids: dict[str, bytes], charts: list[str], info:
 <h2>Metrics</h2>
 <p>Each figure beside the identity map (no translation) measured the same way.</p>
 {metrics_table(metrics)}
+{selection_section(selection)}
 <h2>Training losses</h2>
 {curves}
 </body></html>

@@ -3,4 +3,5 @@
   tracking.py  the run: opened by train, each step logs its part (``cyclegan track``)
   registry.py  register a version as challenger, promote to champion, roll back, status
   gate.py      the pure decision: challenger against champion and best promoted, metric by metric
+  card.py      the model card: the Markdown description of a registered version
 """

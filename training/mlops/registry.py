@@ -4,9 +4,11 @@ The flow of ``cyclegan register --model EXPORT_DIR --metrics METRICS.json [--pro
   1. The pipeline's run gets the evaluate and export parts if they are not there yet
      (``tracking.py``), so the run holds the metrics and the pyfunc model with both graphs.
   2. The model is registered under ``register.model_name`` unless a version with the same
-     ONNX graphs (tag ``onnx_sha256``) exists: registering twice changes nothing. The version
-     carries the metrics (``metric.<name>`` tags), their ``evaluation_fingerprint``, the test
-     manifest hash and the lineage tags, and gets the alias ``challenger``.
+     ONNX graphs (tag ``onnx_sha256``) exists: registering twice changes nothing. The version's
+     tags hold lineage (run, data and test manifest hashes, commit, image, licence, the selected
+     epoch) and what automation filters on: ``onnx_sha256``, the ``evaluation_fingerprint``, the
+     gate's verdict and trail, and one compact tag ``evaluation.<fingerprint>`` with the gateable
+     figures the gate reads later (all metrics are on the run). It gets the alias ``challenger``.
   3. The champion's figures are needed on the challenger's evaluation fingerprint (what exactly
      was measured: ``evaluation/evaluate.py``). Stored figures are reused only on an equal
      fingerprint and when every gate metric is there and finite; otherwise the champion is
@@ -25,6 +27,12 @@ The flow of ``cyclegan register --model EXPORT_DIR --metrics METRICS.json [--pro
      atomically and logged to the run.
   6. With ``--promote`` and a passing gate, ``champion`` moves to the new version. A failed
      gate leaves it where it was. Promoting the champion again is a no-op.
+  7. The version's description becomes its model card (``card.py``): data set, epochs, the
+     selected checkpoint, the headline metrics against the champion and the untranslated
+     baseline, the verdict, a link to the report, the fingerprint.
+
+Versions registered before the card kept their figures as ``metric.<name>`` tags; the gate
+still reads those.
 
 The trail of who was champion when lives in model version tags: ``previous_champion`` (the
 version a promotion replaced, which ``--rollback`` restores) and ``champion_trail``, a JSON list
@@ -40,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from . import tracking
+from .card import model_card
 from ..config import Config
 from ..errors import UserError
 from ..evaluation.specs import FINGERPRINT, METRICS, gateable
@@ -49,8 +58,13 @@ from .gate import finite, decide
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 TRAIL_MAX_CHARS = 5000   # MLflow's limit on a tag value
-# a version's figures measured under another fingerprint than its own evaluation's: + fingerprint
+# a version's gateable figures under an evaluation fingerprint (its own evaluation's, or a later
+# re-evaluation's): + fingerprint
 EVALUATION_TAG = "evaluation."
+LEGACY_METRIC_TAG = "metric."   # one tag per figure, on versions registered before the model card
+# run tags a version inherits when the registration itself does not know them
+RUN_LINEAGE = ("data_manifest_sha256", "container_image", "git_commit")
+SELECTION_LINEAGE = ("selected_epoch", "selection_mode", "selection_metric")
 # registered-model tag: the fingerprint of the last comparison and who held the best values then
 REFERENCE_TAG = "gate.reference"
 
@@ -109,9 +123,16 @@ def _move_champion(mlc, name: str, new: str, old: str | None, event: str, reason
 
 # -- registration -----------------------------------------------------------------------------
 
+def gate_figures(metrics: dict[str, Any]) -> str:
+    """The compact tag value: the gateable figures of an evaluation (JSON)."""
+    return json.dumps({k: v for k, v in tracking.numeric_metrics(metrics).items() if k in gateable()})
+
+
 def register_version(cfg: Config, run_id: str, model_uri: str, onnx_digest: str, metrics: dict[str, Any],
-                     data_dir: str | Path | None = None):
-    """The model version holding these graphs: found by ``onnx_sha256``, else registered."""
+                     data_dir: str | Path | None = None, selection: dict[str, str] | None = None):
+    """The model version holding these graphs: found by ``onnx_sha256``, else registered.
+    ``selection``: the registered checkpoint's selection tags (``tracking.selection_tags``); None
+    (no checkpoint given) takes the run's, which the select step set."""
     import mlflow
 
     mlc = tracking.client(cfg)
@@ -120,32 +141,36 @@ def register_version(cfg: Config, run_id: str, model_uri: str, onnx_digest: str,
         if mv.tags.get("onnx_sha256") == onnx_digest:   # measured again, maybe another way: keep that too
             record_measurement(mlc, name, mv, metrics)
             return mlc.get_model_version(name, mv.version)
-    tags = {"onnx_sha256": onnx_digest, "run_id": run_id, **tracking.lineage_tags(cfg, data_dir)}
+    tags = {"onnx_sha256": onnx_digest, "run_id": run_id, **tracking.lineage_tags(cfg, data_dir),
+            **(selection or {})}
     run_tags = mlc.get_run(run_id).data.tags
-    for key in ("data_manifest_sha256", "container_image", "git_commit"):
-        if key in run_tags and key not in tags:  # lineage recorded by the train step
+    for key in RUN_LINEAGE + (SELECTION_LINEAGE if selection is None else ()):
+        if key in run_tags and key not in tags:  # lineage recorded by the train and select steps
             tags[key] = run_tags[key]
     for key in ("test_manifest_sha256", FINGERPRINT):
         if isinstance(metrics.get(key), str):
             tags[key] = metrics[key]
-    for key, value in tracking.numeric_metrics(metrics).items():
-        tags[f"metric.{key}"] = repr(value)
+    if isinstance(metrics.get(FINGERPRINT), str):
+        tags[EVALUATION_TAG + metrics[FINGERPRINT]] = gate_figures(metrics)
     tags.pop("mlflow.source.git.commit", None)
     mv = mlflow.register_model(model_uri, name, tags=tags)
     return mlc.get_model_version(name, mv.version)
 
 
-def version_metrics(mv) -> dict[str, float]:
-    return {k[len("metric."):]: float(v) for k, v in mv.tags.items() if k.startswith("metric.")}
+def legacy_metrics(mv) -> dict[str, float]:
+    """The ``metric.<name>`` tags of a version registered before the model card."""
+    return {k[len(LEGACY_METRIC_TAG):]: float(v) for k, v in mv.tags.items() if k.startswith(LEGACY_METRIC_TAG)}
 
 
 def measurement(mv, fingerprint: str) -> dict[str, float] | None:
-    """A version's figures under ``fingerprint``: its own evaluation's tags, or a later
-    re-evaluation's; None when it was never measured that way."""
-    if mv.tags.get(FINGERPRINT) == fingerprint:
-        return version_metrics(mv)
+    """A version's figures under ``fingerprint``: its own evaluation's or a later re-evaluation's
+    (tag ``evaluation.<fingerprint>``; an older version's own are its ``metric.*`` tags); None when
+    it was never measured that way."""
+    raw = mv.tags.get(EVALUATION_TAG + fingerprint)
+    if raw is None:
+        return legacy_metrics(mv) if mv.tags.get(FINGERPRINT) == fingerprint else None
     try:
-        values = json.loads(mv.tags.get(EVALUATION_TAG + fingerprint, "null"))
+        values = json.loads(raw)
     except ValueError:
         return None
     if not isinstance(values, dict):
@@ -159,8 +184,7 @@ def record_measurement(mlc, name: str, mv, metrics: dict[str, Any]) -> None:
     fingerprint = metrics.get(FINGERPRINT)
     if not isinstance(fingerprint, str) or mv.tags.get(FINGERPRINT) == fingerprint:
         return
-    values = {k: v for k, v in tracking.numeric_metrics(metrics).items() if k in gateable()}
-    mlc.set_model_version_tag(name, str(mv.version), EVALUATION_TAG + fingerprint, json.dumps(values))
+    mlc.set_model_version_tag(name, str(mv.version), EVALUATION_TAG + fingerprint, gate_figures(metrics))
 
 
 def counts_as_promoted(mv, champion_version: str | None) -> bool:
@@ -357,12 +381,15 @@ def register(cfg: Config, export_dir: str | Path, metrics_path: str | Path, *, p
         need = reevaluation_needed(champion, fingerprint, cfg.register.gate_metrics)
         if need:
             raise UserError(f"{need}; pass --data DIR so it can be re-evaluated like the challenger")
+    record, checkpoint_epoch = _checkpoint_record(checkpoint)   # a bad checkpoint fails before anything is logged
     run_id = tracking.resolve_run(cfg, run_id_file)
     eval_dir = Path(metrics_path).parent
     if Evaluation(eval_dir).metrics.resolve() == Path(metrics_path).resolve():
         tracking.log_evaluate(cfg, run_id, eval_dir)
     model_uri = tracking.log_export(cfg, run_id, export_dir, checkpoint)
-    mv = register_version(cfg, run_id, model_uri, digest, metrics, data_dir)
+    # a checkpoint says which epoch it holds; only without one does the run's choice stand in
+    selection = None if checkpoint is None else tracking.selection_tags(record or {"epoch": checkpoint_epoch})
+    mv = register_version(cfg, run_id, model_uri, digest, metrics, data_dir, selection)
     version = str(mv.version)
     mlc.set_registered_model_alias(name, CHALLENGER, version)
 
@@ -413,6 +440,7 @@ def register(cfg: Config, export_dir: str | Path, metrics_path: str | Path, *, p
         "promote_requested": promote,
         "action": action,
         "run_id": run_id,
+        "checkpoint": {"epoch": checkpoint_epoch, **({"selection": record} if record else {})},
         "metrics": gate["metrics"],
         "best_promoted": best,
         "best_promoted_notes": notes,
@@ -420,11 +448,78 @@ def register(cfg: Config, export_dir: str | Path, metrics_path: str | Path, *, p
     }
     mlc.set_model_version_tag(name, version, "gate_verdict", decision["verdict"])
     _keep_reference(mlc, cfg, fingerprint)
+    mlc.update_model_version(name, version, description=model_card(
+        model_name=name, version=version, decision=decision, metrics=metrics,
+        data=_data_facts(mlc, run_id, data_dir), training=_training_facts(mlc, run_id, record, checkpoint_epoch),
+        selection=record, checkpoint_epoch=checkpoint_epoch, report=_report_link(cfg, mlc, run_id)))
     out_path = Registration(out).decision
     atomic_write_json(out_path, decision)
     mlc.log_artifact(run_id, str(out_path))
     tracking.end_run(cfg, run_id)
     return decision
+
+
+# -- the model card's facts -------------------------------------------------------------------
+
+def _checkpoint_record(checkpoint: str | Path | None) -> tuple[dict | None, int | None]:
+    """(selection record, epoch) of the registered checkpoint; (None, None) without one."""
+    if checkpoint is None:
+        return None, None
+    from ..engine.checkpoint import load_checkpoint
+    from ..evaluation.select import record_of
+
+    state = load_checkpoint(checkpoint)
+    record = record_of(state)
+    epoch = record.get("epoch") if record else state.get("epoch")
+    return record, epoch if isinstance(epoch, int) else None
+
+
+def _data_facts(mlc, run_id: str, data_dir: str | Path | None) -> dict[str, Any]:
+    """Source, manifest hash and split sizes: from the prepared data's manifest when at hand,
+    else from the run (its params and lineage tags)."""
+    run = mlc.get_run(run_id).data
+    facts: dict[str, Any] = {"source": run.params.get("prepare.source"),
+                             "manifest_sha256": run.tags.get("data_manifest_sha256")}
+    if data_dir is not None and "://" not in str(data_dir):
+        from ..evaluation.evaluate import read_manifest, source_kind
+
+        manifest = read_manifest(Path(data_dir))
+        source = manifest.get("source")
+        named = source.get("source") if isinstance(source, dict) else None
+        kind = source_kind(manifest)
+        if kind or named:
+            facts["source"] = f"{named} ({kind})" if named and kind and named != kind else (named or kind)
+        if isinstance(manifest.get("counts"), dict):
+            facts["counts"] = manifest["counts"]
+        facts["manifest_sha256"] = tracking.manifest_sha256(data_dir) or facts["manifest_sha256"]
+    return facts
+
+
+def _training_facts(mlc, run_id: str, record: dict | None, checkpoint_epoch: int | None) -> dict[str, Any]:
+    params = mlc.get_run(run_id).data.params
+    epochs = (record or {}).get("epochs_trained")
+    if epochs is None and "train.n_epochs" in params and "train.n_epochs_decay" in params:
+        try:   # the authors' epochs epoch_count .. n_epochs + n_epochs_decay
+            epochs = (int(params["train.n_epochs"]) + int(params["train.n_epochs_decay"])
+                      - int(params.get("train.epoch_count", "1")) + 1)
+        except ValueError:
+            epochs = None
+    return {"run_id": run_id, "epochs": epochs if epochs is not None else checkpoint_epoch}
+
+
+def _report_link(cfg: Config, mlc, run_id: str) -> dict[str, str] | None:
+    """The evaluation report among the run's artifacts: its path, ``runs:/`` URI and a link
+    that opens it in the MLflow UI (relative to the UI unless the tracking URI is a server)."""
+    path = tracking.report_artifact_path()
+    folder = path.rpartition("/")[0]
+    if path not in {a.path for a in mlc.list_artifacts(run_id, folder)}:
+        return None
+    experiment = mlc.get_run(run_id).info.experiment_id
+    link = f"#/experiments/{experiment}/runs/{run_id}/artifactPath/{path}"
+    uri = tracking.tracking_uri(cfg)
+    if uri.startswith(("http://", "https://")):
+        link = f"{uri.rstrip('/')}/{link}"
+    return {"path": path, "uri": f"runs:/{run_id}/{path}", "link": link}
 
 
 def rollback(cfg: Config, out: str | Path | None = None) -> dict[str, Any]:

@@ -10,6 +10,9 @@ What each step logs (``cyclegan track train|evaluate|export``; folder names in `
   train     every parameter (the run's config, flattened to ``section.key``); per-epoch mean
             losses and the learning rate from the training log (step = epoch); the sample
             grids as images (step = iteration); lineage tags
+  select    each scored epoch's validation figures as ``select_<figure>`` (step = epoch); which
+            checkpoint went on (tags ``selected_epoch``, ``selection_mode``, ``selection_metric``);
+            the scores file and its CSV as artifacts
   evaluate  the metrics as metrics (text values such as the test manifest hash as tags);
             the metrics file, report, grids and plots as artifacts
   export    the model: one pyfunc carrying both ONNX graphs (``pyfunc_model.py``), with a
@@ -23,6 +26,8 @@ Lineage tags on the run (and, by ``registry.py``, on the model version)
   ``data_manifest_sha256``  sha256 of the prepared data's ``manifest.json``
   ``container_image``       ``CYCLEGAN_IMAGE``, set by the pipeline on each task (where known)
   ``dataset_license``       ``register.dataset_license``
+  ``selected_epoch``, ``selection_mode``, ``selection_metric``   the checkpoint the select step
+                            chose (run: ``track select``; version: the registered checkpoint's record)
 
 Logging a part again is a no-op: each part leaves a tag ``cyclegan.logged.<part>`` holding
 the hash of what it logged. If the recorded run is missing from the tracking store (a new
@@ -48,7 +53,7 @@ from typing import Any
 
 from ..config import Config
 from ..errors import UserError
-from ..layout import Evaluation, Export, TrainRun
+from ..layout import Evaluation, Export, Selection, TrainRun
 from ..utils import atomic_write_text, sha256_file
 
 MODEL_NAME_IN_RUN = "model"        # the logged model's name inside the run
@@ -57,6 +62,9 @@ LOSS_PREFIX = "loss_"
 # copy, so versions logged before a change of this file still load as they were.
 PYFUNC_MODEL = str(Path(__file__).parents[1] / "export" / "pyfunc_model.py")
 MAX_SAMPLE_IMAGES = 50             # sample grids logged as images (evenly spaced over the run)
+EVALUATION_ARTIFACTS = "evaluation"  # the run's artifact folder of the evaluate part
+SELECTION_ARTIFACTS = "selection"    # ... and of the select part
+SELECT_PREFIX = "select_"          # the select part's per-epoch metrics
 
 log = logging.getLogger(__name__)
 
@@ -353,11 +361,52 @@ def log_evaluate(cfg: Config, run_id: str, eval_dir: str | Path) -> None:
     for key, value in metrics.items():
         if isinstance(value, str):
             mlc.set_tag(run_id, f"eval.{key}", value[:5000])
-    mlc.log_artifact(run_id, str(metrics_path), "evaluation")
+    mlc.log_artifact(run_id, str(metrics_path), EVALUATION_ARTIFACTS)
     for folder in (files.report_dir, files.grids, files.plots):
         if folder.is_dir():
-            mlc.log_artifacts(run_id, str(folder), f"evaluation/{folder.name}")
+            mlc.log_artifacts(run_id, str(folder), f"{EVALUATION_ARTIFACTS}/{folder.name}")
     mlc.set_tag(run_id, "cyclegan.logged.evaluate", marker)
+
+
+def report_artifact_path() -> str:
+    """Where the evaluate part puts the HTML report inside the run's artifacts."""
+    files = Evaluation("")
+    return f"{EVALUATION_ARTIFACTS}/{files.report_dir.name}/{files.report.name}"
+
+
+def selection_tags(record: dict | None) -> dict[str, str]:
+    """The lineage tags of a selection record or scores file: which epoch, chosen how."""
+    if not record:
+        return {}
+    epoch = record.get("selected_epoch", record.get("epoch"))
+    tags = {"selected_epoch": str(epoch) if epoch is not None else None, "selection_mode": record.get("mode"),
+            "selection_metric": record.get("metric")}
+    return {k: str(v) for k, v in tags.items() if v is not None}
+
+
+def log_select(cfg: Config, run_id: str, select_dir: str | Path) -> None:
+    """The select part: every scored epoch's figures by epoch, the choice as tags, the files."""
+    from mlflow.entities import Metric
+
+    from ..evaluation.report import read_selection
+
+    files = Selection(select_dir)
+    scores = read_selection(files.scores)
+    mlc = client(cfg)
+    marker = files_sha256([files.scores])
+    if _logged_marker(mlc, run_id, "select") == marker:
+        return
+    values = [Metric(f"{SELECT_PREFIX}{key}", float(value), 0, int(row["epoch"]))
+              for row in scores["epochs"] for key, value in row.items()
+              if key not in ("epoch", "checkpoint") and isinstance(value, (int, float)) and math.isfinite(value)]
+    for i in range(0, len(values), 1000):
+        mlc.log_batch(run_id, metrics=values[i:i + 1000])
+    for key, value in selection_tags(scores).items():
+        mlc.set_tag(run_id, key, value)
+    for path in (files.scores, files.scores_plot):
+        if path.is_file():
+            mlc.log_artifact(run_id, str(path), SELECTION_ARTIFACTS)
+    mlc.set_tag(run_id, "cyclegan.logged.select", marker)
 
 
 def onnx_paths(export_dir: str | Path) -> list[Path]:
@@ -372,11 +421,15 @@ def slim_checkpoint(checkpoint: str | Path, out: Path) -> Path:
     """The generators and config of a trainer checkpoint, without discriminators, optimizer
     and RNG state: what ``checkpoint.load_generators`` (and so ``cyclegan evaluate``) reads."""
     from ..engine.checkpoint import atomic_torch_save, load_checkpoint
+    from ..evaluation.select import RECORD
 
     state = load_checkpoint(checkpoint)
-    atomic_torch_save({"format": state["format"], "config": state["config"],
-                       "models": {k: state["models"][k] for k in ("G_A", "G_B")},
-                       "epoch": state.get("epoch"), "global_iter": state.get("global_iter")}, out)
+    slim = {"format": state["format"], "config": state["config"],
+            "models": {k: state["models"][k] for k in ("G_A", "G_B")},
+            "epoch": state.get("epoch"), "global_iter": state.get("global_iter")}
+    if RECORD in state:   # which epoch was chosen, and how: travels with the weights
+        slim[RECORD] = state[RECORD]
+    atomic_torch_save(slim, out)
     return out
 
 
