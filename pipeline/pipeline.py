@@ -1,4 +1,5 @@
-"""The Kubeflow pipeline: prepare -> train -> evaluate + export -> register.
+"""The Kubeflow pipeline: prepare -> train -> evaluate -> export -> register (export records
+the evaluation's out-of-domain thresholds, so it follows evaluate).
 
 Run-time parameters (what a person sets per run) are one params document plus a few named
 overrides; everything else comes from the document:
@@ -97,7 +98,7 @@ def build_pipeline(options: "PipelineOptions | None" = None, params: "str | None
         return _with_secret(task, opts.credentials_secret)
 
     @dsl.pipeline(name=PIPELINE_NAME,
-                  description="CycleGAN: prepare -> train -> evaluate + export -> register (MLflow gate)")
+                  description="CycleGAN: prepare -> train -> evaluate -> export -> register (MLflow gate)")
     def cyclegan_pipeline(params: str = document, image: str = DEFAULT_IMAGE, source: str = "",
                           n_epochs: int = -1, n_epochs_decay: int = -1, gpus: int = 1,
                           checkpoint_prefix: str = "", tracking_uri: str = "", promote: bool = True):
@@ -121,8 +122,9 @@ def build_pipeline(options: "PipelineOptions | None" = None, params: "str | None
                               tracking_uri=tracking_uri), opts.step_cpu, opts.step_memory, image)
         ev.set_retry(1).set_caching_options(True).set_display_name("evaluate")
 
-        ex = steps(export_op(params=params, data=prep.outputs["data"], model=tr.outputs["model"], image=image,
-                            tracking_uri=tracking_uri), opts.step_cpu, opts.step_memory, image)
+        ex = steps(export_op(params=params, data=prep.outputs["data"], model=tr.outputs["model"],
+                            evaluation=ev.outputs["evaluation"], image=image, tracking_uri=tracking_uri),
+                   opts.step_cpu, opts.step_memory, image)
         ex.set_retry(1).set_caching_options(True).set_display_name("export")
 
         reg = steps(register_op(params=params, data=prep.outputs["data"], model=tr.outputs["model"],

@@ -141,6 +141,8 @@ class EvaluateConfig(Section):
     inception_weights: str = Field("", description="local TorchScript Inception for standard FID; '' skips it")
     device: str = Field("auto", description="auto (CUDA when present) | cpu | cuda | cuda:N")
     seed: int = Field(0, description="KID subsets and the probe's training subset")
+    ood_percentile: float = Field(5.0, ge=0, le=100, description="percentile of per-image cycle PSNR on the test "
+                                  "split recorded as the out-of-domain threshold (ood_cycle_psnr_A/B)")
 
     @field_validator("image_size")
     @classmethod

@@ -157,6 +157,17 @@ class Export(_Folder):
     GENERATORS = "generators.pt"
 
 
+class Translation(_Folder):
+    """What ``cyclegan translate --output ROOT`` writes besides the translated images (which
+    keep their input names). The ONNX path (``serving/translate.py``) spells the same name:
+    serving does not import this module; a test checks the two agree."""
+
+    @property
+    def quality(self) -> Path:
+        """With --quality: one row per image: file, cycle_psnr_db, out_of_domain."""
+        return self.root / "quality.csv"
+
+
 class Registration(_Folder):
     """What ``cyclegan register --out ROOT`` writes."""
 
