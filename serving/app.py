@@ -206,7 +206,8 @@ def create_app(sessions: dict[str, GeneratorSession], cfg: ServeConfig | None = 
                                                   cfg.max_batch_delay_ms / 1000, on_batch, name), parameters)
         models[name].tiler, models[name].parameters["tiling"] = load_tiler(
             session, cfg.tile_size, cfg.tile_overlap, cfg.tile_above_pixels, cfg.tile_exact_norms)
-        models[name].parameters["quality_threshold_db"] = threshold_of(session.metadata)
+        if threshold_of(session.metadata) is not None:
+            models[name].parameters["quality_threshold_db"] = threshold_of(session.metadata)
     page = (STATIC / "index.html").read_text()
     # Tiled images run one at a time in one thread (ORT uses every core for one call already),
     # and wait for their turn before they are decoded: that is what bounds the memory.
