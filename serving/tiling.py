@@ -131,7 +131,8 @@ def derive_graphs(model, layout: str = "NCHW", exact_norms: int = 0) -> DerivedG
     stats.graph.node.extend(ordered)
     stats.graph.initializer.extend([axes])
     del stats.graph.output[:]
-    stats.graph.output.append(helper.make_tensor_value_info(STATISTICS, TensorProto.FLOAT, ["batch", sum(channels) * 2]))
+    stats.graph.output.append(helper.make_tensor_value_info(STATISTICS, TensorProto.FLOAT,
+                                                            ["batch", sum(channels) * 2]))
     _prune(stats.graph)
 
     # tile: each norm applies the given statistics
@@ -272,6 +273,17 @@ def _prune(graph) -> None:
 
 
 # -- the tile grid ------------------------------------------------------------------------------
+
+def tile_side(length: int, tile: int, overlap: int, multiple: int) -> int:
+    """The tile side along one axis: as many tiles as ``tile`` needs to cover ``length`` with
+    ``overlap``, each shrunk to the least side (on the ``multiple`` grid) that still covers it,
+    so an image just above one tile is not translated as two-thirds overlap."""
+    if length <= tile:
+        return length
+    count = 1 + math.ceil((length - tile) / (tile - overlap))
+    side = -(-(length + (count - 1) * overlap) // count)
+    return min(tile, -(-side // multiple) * multiple)
+
 
 def tile_starts(length: int, tile: int, overlap: int, multiple: int) -> list[int]:
     """Where the tiles along one axis of ``length`` begin: the first at 0, the last at
@@ -415,12 +427,13 @@ class TiledGenerator:
         g = self.generator
         m = g.size_multiple
         ph, pw = max(h + (-h) % m, g.min_size), max(w + (-w) % m, g.min_size)
-        rows = tile_starts(ph, self.tile_size, self.overlap, m)
-        cols = tile_starts(pw, self.tile_size, self.overlap, m)
+        th = max(g.min_size, tile_side(ph, self.tile_size, self.overlap, m))
+        tw = max(g.min_size, tile_side(pw, self.tile_size, self.overlap, m))
+        rows, cols = tile_starts(ph, th, self.overlap, m), tile_starts(pw, tw, self.overlap, m)
         stats = statistics_size(ph, pw, self.stats_pixels, m, g.min_size) if self.stats_session else None
         # statistics of a copy at full size are exact already
         exact = len(self.sum_sessions) if stats is not None and stats != (ph, pw) else 0
-        return TilePlan(h, w, (ph, pw), rows, cols, (min(self.tile_size, ph), min(self.tile_size, pw)), stats, exact)
+        return TilePlan(h, w, (ph, pw), rows, cols, (th, tw), stats, exact)
 
     def _run(self, session, feeds: dict, all_outputs: bool = False, release: bool = True):
         x = next(iter(feeds.values()))
@@ -438,8 +451,8 @@ class TiledGenerator:
         stats = self._run(self.stats_session, {self.stats_session.get_inputs()[0].name: small}).astype(np.float32)
         step()
         m = self.generator.size_multiple
-        own_y = owned(plan.rows, self.tile_size, plan.padded[0], m)
-        own_x = owned(plan.cols, self.tile_size, plan.padded[1], m)
+        own_y = owned(plan.rows, plan.tile[0], plan.padded[0], m)
+        own_x = owned(plan.cols, plan.tile[1], plan.padded[1], m)
         offset = 0
         for k in range(plan.exact):
             c = self.graphs.channels[k]
@@ -498,8 +511,8 @@ class TiledGenerator:
         session = self.tile_session or g.session
         input_name = session.get_inputs()[0].name
         th, tw = plan.tile
-        wy = ramps(plan.rows, self.tile_size, plan.padded[0])
-        wx = ramps(plan.cols, self.tile_size, plan.padded[1])
+        wy = ramps(plan.rows, th, plan.padded[0])
+        wx = ramps(plan.cols, tw, plan.padded[1])
         out = None
         places = [(r, c) for r in range(len(plan.rows)) for c in range(len(plan.cols))]
         for (r, c), tile in zip(places, self._tiles(padded, plan)):

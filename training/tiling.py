@@ -12,6 +12,8 @@ given ones, or sums its input over a tile region:
      time (norm k's input depends on the statistics of the norms before it);
   3. the tiles, each normalised with those statistics, blended with raised-cosine ramps.
 
+Tiles are at most ``tile_size`` and as small as covering the image with that many tiles allows.
+
 The grid, the ramps, the regions and the downscaling mirror the NumPy functions of
 ``serving/tiling.py`` (serving must not import this package, nor this package serving);
 ``tests/serving/test_tiling.py`` checks the two agree.
@@ -27,6 +29,17 @@ from torch import nn
 
 
 # -- the grid (mirrors serving/tiling.py) -------------------------------------------------------
+
+def tile_side(length: int, tile: int, overlap: int, multiple: int) -> int:
+    """The tile side along one axis: as many tiles as ``tile`` needs to cover ``length`` with
+    ``overlap``, each shrunk to the least side (on the ``multiple`` grid) that still covers it,
+    so an image just above one tile is not translated as two-thirds overlap."""
+    if length <= tile:
+        return length
+    count = 1 + math.ceil((length - tile) / (tile - overlap))
+    side = -(-(length + (count - 1) * overlap) // count)
+    return min(tile, -(-side // multiple) * multiple)
+
 
 def tile_starts(length: int, tile: int, overlap: int, multiple: int) -> list[int]:
     """Where the tiles along one axis begin: evenly spread from 0 to ``length - tile`` on the
@@ -160,8 +173,9 @@ def translate_tiled(generator: nn.Module, padded: torch.Tensor, tile_size: int, 
     overlap = -(-overlap // m) * m
     x = padded
     ph, pw = padded.shape[-2:]
-    rows, cols = tile_starts(ph, tile, overlap, m), tile_starts(pw, tile, overlap, m)
-    th, tw = min(tile, ph), min(tile, pw)
+    th = max(min_size, tile_side(ph, tile, overlap, m))
+    tw = max(min_size, tile_side(pw, tile, overlap, m))
+    rows, cols = tile_starts(ph, th, overlap, m), tile_starts(pw, tw, overlap, m)
     net, norms = with_given_statistics(generator)
 
     def tiles():
@@ -175,7 +189,7 @@ def translate_tiled(generator: nn.Module, padded: torch.Tensor, tile_size: int, 
         for norm in norms:
             norm.mode = "given"
         if stats_hw != (ph, pw):
-            own_y, own_x = owned(rows, tile, ph, m), owned(cols, tile, pw, m)
+            own_y, own_x = owned(rows, th, ph, m), owned(cols, tw, pw, m)
             regions = [(r[0], r[1], q[0], q[1]) for r in own_y for q in own_x]
             for norm in norms[:exact_norms]:
                 norm.mode, norm.tile_hw = "sum", (th, tw)
@@ -191,7 +205,7 @@ def translate_tiled(generator: nn.Module, padded: torch.Tensor, tile_size: int, 
                 norm.var = (s2 / count - shift ** 2).clamp_min(0).to(norm.mean.dtype)
                 norm.mean = norm.mean + shift.to(norm.mean.dtype)
                 norm.mode = "given"
-    wy, wx = ramps(rows, tile, ph), ramps(cols, tile, pw)
+    wy, wx = ramps(rows, th, ph), ramps(cols, tw, pw)
     out = torch.zeros(padded.shape[0], 0, ph, pw, dtype=torch.float32, device=x.device)
     places = [(r, c) for r in range(len(rows)) for c in range(len(cols))]
     for (r, c), part in zip(places, tiles()):

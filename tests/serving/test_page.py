@@ -72,7 +72,8 @@ def test_large_photo_with_progress_and_the_quality_warning(server, tmp_path):
             page.click("#go")
             # the bar appears once the server reports tile progress
             page.wait_for_selector("#progress", state="visible", timeout=120_000)
-            assert "Translating in tiles… " in page.inner_text("#status") or "Quality check… " in page.inner_text("#status")
+            status = page.inner_text("#status")
+            assert "Translating in tiles… " in status or "Quality check… " in status
             page.screenshot(path=str(tmp_path / "page-progress.png"))
             page.wait_for_function("document.getElementById('output').complete && "
                                    "document.getElementById('output').naturalWidth > 0", timeout=240_000)

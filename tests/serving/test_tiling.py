@@ -50,9 +50,13 @@ def psnr_uint8(a: np.ndarray, b: np.ndarray) -> float:
 
 @pytest.mark.parametrize("length", [64, 68, 120, 200, 256, 1000, 4000])
 def test_tiles_cover_the_axis_on_the_grid_and_weights_sum_to_one(length):
-    from serving.tiling import owned, ramps, tile_starts
+    from serving.tiling import owned, ramps, tile_side, tile_starts
 
-    tile, overlap, m = 64, 16, 4
+    most, overlap, m = 64, 16, 4
+    tile = tile_side(length, most, overlap, m)
+    assert tile <= most and tile % m == 0 or tile == length
+    # no fewer tiles than the full side would need: shrinking only trims the overlap
+    assert len(tile_starts(length, tile, overlap, m)) == len(tile_starts(length, most, overlap, m))
     starts = tile_starts(length, tile, overlap, m)
     size = min(tile, length)
     assert starts[0] == 0 and starts[-1] == length - size
@@ -82,6 +86,7 @@ def test_the_torch_path_mirrors_the_numpy_grid():
             for a, b in zip(S.ramps(starts, tile, length), T.ramps(starts, tile, length)):
                 np.testing.assert_array_equal(a, b)
             assert S.owned(starts, tile, length, 4) == T.owned(starts, tile, length, 4)
+            assert S.tile_side(length, tile, overlap, 4) == T.tile_side(length, tile, overlap, 4)
     assert S.statistics_size(3000, 4000, 1 << 20, 4, 8) == T.statistics_size(3000, 4000, 1 << 20, 4, 8)
     h, w = S.statistics_size(3000, 4000, 1 << 20, 4, 8)
     assert h * w <= 1 << 20 and h % 4 == 0 and w % 4 == 0 and abs(w / h - 4 / 3) < 0.01
@@ -261,7 +266,8 @@ def test_v1_translate_tiles_a_large_image(client):
     assert out.shape == image.shape and np.abs(out - expected).max() <= 1
     done = client.get("/v1/progress/big-1").json()
     assert done["finished"] and done["done"] == done["total"] > 1
-    small = client.post("/v1/translate?direction=AtoB", content=png(photo(40, 40)), headers={"Content-Type": "image/png"})
+    small = client.post("/v1/translate?direction=AtoB", content=png(photo(40, 40)),
+                        headers={"Content-Type": "image/png"})
     assert small.status_code == 200 and small.headers["X-Tiles"] == "0"
 
 
@@ -294,7 +300,8 @@ def test_v2_infer_tiles_a_large_tensor(client):
 def test_progress_of_an_unknown_or_malformed_job(client):
     r = client.get("/v1/progress/never-started")
     assert r.status_code == 404 and "not known" in r.json()["error"]
-    r = client.post("/v1/translate?job=no%20spaces%21", content=png(photo(20, 20)), headers={"Content-Type": "image/png"})
+    r = client.post("/v1/translate?job=no%20spaces%21", content=png(photo(20, 20)),
+                    headers={"Content-Type": "image/png"})
     assert r.status_code == 400 and r.json()["error"].startswith("job:")
 
 
@@ -319,3 +326,28 @@ def test_translate_command_tiles_large_files(exported, tmp_path):
         torch_out = np.asarray(Image.open(tmp_path / "torch" / name), dtype=np.int16)
         assert onnx_out.shape == torch_out.shape == array.shape
         assert np.abs(onnx_out - torch_out).max() <= 1
+
+
+@pytest.mark.slow   # exports the uint8 and int8 variants (int8 calibration)
+def test_the_uint8_and_int8_variants_tile_too(exported, tmp_path):
+    """The derived graphs work on the uint8 model (NHWC, normalisation inside) and on the int8
+    model (quantised convolutions, fp32 instance norms) as on fp32."""
+    from helpers import TESTS_PROFILE
+    from helpers.serving import cli_main
+    from serving.session import load_session
+    from serving.tiling import load_tiler
+
+    data, checkpoint, _ = exported
+    assert cli_main("export", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "variants"), "--data", str(data),
+                    "--params", str(TESTS_PROFILE), "--set", "export.uint8_variant=true", "--set",
+                    "export.quantize=true", "--no-progress") == 0
+    image = photo(150, 130, seed=11)[None]
+    for variant, dtype in (("uint8", np.uint8), ("int8", np.float32)):
+        session = load_session(tmp_path / "variants" / f"G_AtoB_{variant}.onnx")
+        tiler, status = load_tiler(session, TILE, OVERLAP, 150 * 130 // 4)
+        assert status == "on", status
+        x = session.to_model_input(image)
+        tiled, whole = tiler.translate(x), session.run_any_size(x)
+        assert tiled.dtype == dtype and tiled.shape == whole.shape
+        a, b = session.to_images(tiled).astype(float), session.to_images(whole).astype(float)
+        assert 10 * np.log10(255 ** 2 / np.mean((a - b) ** 2)) >= 30.0, variant
