@@ -19,6 +19,18 @@ Goals: (b) >= 1.0x (a), (c) >= 0.85x (b), (d) >= 1.5x (b) at >= 30 dB; (e) >= 40
 a CPU); (g), (h) faster than (f) on a GPU.
 
     .venv/bin/python bench/serve_speed.py [--iters 20] [--requests 40] [--concurrency 4] [--json out.json]
+
+Tiled translation (serving/tiling.py), ``--tiled``, instead of the rows (a)-(h):
+
+  (i) peak memory (VmHWM of a fresh process that loads the paper generator and translates one
+      image) against image size, whole and tiled (serve.* tiling defaults): flat past the tile size
+      (whole stops at 3 MP: 4 MP and more would take most of a shared 23 GB machine)
+  (j) speed of a tiled against a whole translation of an image that fits whole (--repeats each)
+  (k) PSNR of the tiled output against the whole-image output, with --checkpoint's trained
+      generator (exported here), on in-domain images and photos; PNGs of the output and of the
+      difference (x8) go to --pictures for a person to look at
+
+    .venv/bin/python bench/serve_speed.py --tiled --checkpoint RUN/checkpoints/latest.pt [--pictures DIR] [--json out.json]
 """
 from __future__ import annotations
 
@@ -219,14 +231,204 @@ def bench_gpu(folder: Path, x: np.ndarray, iters: int, max_batch: int) -> dict:
     return results
 
 
+# -- tiled translation ---------------------------------------------------------------------------
+
+def memory_child(model: str, h: int, w: int, mode: str) -> None:
+    """In a fresh process: load ``model``, translate one h x w image whole or tiled (serve.*
+    defaults), print the peak resident memory (VmHWM) and the time as JSON."""
+    from serving.config import ServeConfig
+    from serving.session import load_session
+    from serving.tiling import load_tiler
+
+    def rss_mb(key: str = "VmRSS") -> float:
+        status = Path("/proc/self/status").read_text()
+        return int(next(line.split()[1] for line in status.splitlines() if line.startswith(key))) / 1024
+
+    cfg = ServeConfig()
+    session = load_session(model, warm_up=False)
+    generator_only = rss_mb()
+    tiler, _ = load_tiler(session, cfg.tile_size, cfg.tile_overlap, cfg.tile_above_pixels, cfg.tile_exact_norms)
+    loaded = rss_mb()
+    x = np.random.default_rng(0).random((1, 3, h, w), dtype=np.float32) * 2 - 1
+    started = time.perf_counter()
+    y = tiler.translate(x) if mode == "tiled" else session.run_any_size(x)
+    seconds = time.perf_counter() - started
+    assert y.shape == x.shape
+    print(json.dumps({"peak_rss_mb": rss_mb("VmHWM"), "seconds": seconds, "rss_generator_loaded_mb": generator_only,
+                      "rss_with_tiling_models_mb": loaded, "tiles": tiler.plan(h, w).tiles if mode == "tiled" else 0}))
+
+
+def measure_memory(model: Path, h: int, w: int, mode: str) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, __file__, "--memory-child", str(model), str(h), str(w), mode],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=3600)
+    if out.returncode != 0:
+        raise RuntimeError(f"memory child {h}x{w} {mode} failed: {out.stderr[-2000:]}")
+    return {"height": h, "width": w, "mode": mode, **json.loads(out.stdout.strip().splitlines()[-1])}
+
+
+def export_checkpoint(checkpoint: str, folder: Path) -> None:
+    from training.config import ExportConfig
+    from training.export.onnx import export_generators
+
+    folder.mkdir(parents=True, exist_ok=True)
+    export_generators(checkpoint, folder, ExportConfig(verify_sizes=[64], verify_batches=[1]), progress=False)
+
+
+def psnr_uint8(a: np.ndarray, b: np.ndarray) -> float:
+    to8 = lambda x: np.rint((np.clip(x, -1, 1) + 1) * 127.5)  # noqa: E731
+    mse = float(np.mean((to8(a) - to8(b)) ** 2))
+    return 100.0 if mse == 0 else 10 * float(np.log10(255.0 ** 2 / mse))
+
+
+def test_pictures(h: int, w: int) -> dict[str, np.ndarray]:
+    """uint8 h x w x 3: two in-domain synthetic images (rendered at this size) and two
+    horse2zebra photos (bicubic to this size) when the zip is there."""
+    from PIL import Image
+
+    from training.prepare.synthetic import image_rng, render
+
+    side = max(h, w)
+    pictures = {f"synthetic_A{i}": render(image_rng(7, "test", "A", i), side, "A")[:h, :w] for i in range(2)}
+    if ZIP.is_file():
+        with zipfile.ZipFile(ZIP) as z:
+            names = sorted(n for n in z.namelist() if "/testA/" in n and n.endswith(".jpg"))[:2]
+            for name in names:
+                with z.open(name) as f:
+                    img = Image.open(f).convert("RGB").resize((w, h), Image.BICUBIC)
+                pictures[f"horse_{Path(name).stem}"] = np.asarray(img)
+    return pictures
+
+
+def bench_tiled(args) -> dict:
+    import onnxruntime as ort
+
+    from serving.config import ServeConfig
+    from serving.session import load_session
+    from serving.tiling import load_tiler
+
+    cfg = ServeConfig()
+    report: dict = {"settings": {k: getattr(cfg, k) for k in ("tile_above_pixels", "tile_size", "tile_overlap",
+                                                              "tile_exact_norms")},
+                    "machine": {"cores": os.cpu_count(), "onnxruntime": ort.__version__,
+                                "loadavg_1m_start": os.getloadavg()[0]}}
+    with tempfile.TemporaryDirectory(prefix="serve-tiled-") as tmp:
+        folder = Path(tmp)
+        # (i) memory: the paper generator (memory does not depend on its weights)
+        build_paper(folder / "paper")
+        rows = []
+        for h, w, modes in args.memory_sizes:
+            for mode in modes:
+                row = measure_memory(folder / "paper" / "G_AtoB.onnx", h, w, mode)
+                rows.append(row)
+                print(f"(i) {h}x{w} {mode}: peak {row['peak_rss_mb']:.0f} MB, {row['seconds']:.1f} s, "
+                      f"{row['tiles']} tiles (loaded: {row['rss_generator_loaded_mb']:.0f} MB, with the tiling "
+                      f"models {row['rss_with_tiling_models_mb']:.0f} MB)", flush=True)
+        report["memory"] = rows
+        # (j), (k): a trained generator
+        export_checkpoint(args.checkpoint, folder / "trained")
+        session = load_session(folder / "trained" / "G_AtoB.onnx")
+        h, w = args.fits_whole
+        variants = {"default": cfg.tile_exact_norms, "exact 0": 0, "exact all": 999}
+        tilers = {name: load_tiler(session, cfg.tile_size, cfg.tile_overlap, cfg.tile_above_pixels, k)[0]
+                  for name, k in variants.items()}
+        pictures = test_pictures(h, w)
+        x0 = session.to_model_input(next(iter(pictures.values()))[None])
+        speed = {"whole": [], "tiled": []}
+        for _ in range(args.repeats):
+            t = time.perf_counter()
+            session.run_any_size(x0)
+            speed["whole"].append(time.perf_counter() - t)
+            t = time.perf_counter()
+            tilers["default"].translate(x0)
+            speed["tiled"].append(time.perf_counter() - t)
+        report["speed"] = {"size": [h, w], "tiles": tilers["default"].plan(h, w).tiles,
+                           "calls": tilers["default"].plan(h, w).calls, "seconds": speed}
+        print(f"(j) {h}x{w}: whole {min(speed['whole']):.1f}-{max(speed['whole']):.1f} s, tiled "
+              f"{min(speed['tiled']):.1f}-{max(speed['tiled']):.1f} s ({args.repeats} runs each)", flush=True)
+        quality = []
+        for name, picture in pictures.items():
+            x = session.to_model_input(picture[None])
+            whole = session.run_any_size(x)
+            row = {"image": name}
+            for variant, tiler in tilers.items():
+                tiled = tiler.translate(x)
+                row[variant] = psnr_uint8(tiled, whole)
+                if variant == "default" and args.pictures:
+                    save_pictures(Path(args.pictures), name, picture, session.to_images(whole)[0],
+                                  session.to_images(tiled)[0], tiler.plan(h, w))
+            quality.append(row)
+            print(f"(k) {name} {h}x{w}: " + ", ".join(f"{k} {v:.1f} dB" for k, v in row.items() if k != "image"),
+                  flush=True)
+        report["psnr_tiled_vs_whole"] = {"size": [h, w], "rows": quality}
+    report["machine"]["loadavg_1m_end"] = os.getloadavg()[0]
+    return report
+
+
+def build_paper(folder: Path) -> None:
+    """The paper generator (random init) exported like build_models does, fp32 only."""
+    import torch
+
+    from training.config import ExportConfig, ModelConfig
+    from training.export.onnx import NORMALISATION, check_model, export_onnx, finish_model
+    from training.models.registry import build_generator
+
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    net = build_generator(ModelConfig(netG="resnet_9blocks", ngf=64)).eval()
+    path = folder / "G_AtoB.onnx"
+    export_onnx(net, path, torch.zeros(1, 3, SIZE, SIZE), ExportConfig().opset, 4)
+    finish_model(path, {"direction": "AtoB", "variant": "fp32", "layout": "NCHW", "dtype": "float32",
+                        "training_size": SIZE, "size_multiple": 4, "min_size": 8, "normalisation": NORMALISATION})
+    check_model(path)
+
+
+def save_pictures(folder: Path, name: str, picture, whole, tiled, plan) -> None:
+    """input, whole, tiled, |tiled - whole| x 8 (with the tile grid drawn faintly) as PNGs."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    diff = np.clip(np.abs(tiled.astype(np.int16) - whole.astype(np.int16)) * 8, 0, 255).astype(np.uint8)
+    grid = diff.copy()
+    th, tw = plan.tile
+    for y0 in plan.rows:
+        grid[min(y0, grid.shape[0] - 1), :, 2] = 96
+        grid[min(y0 + th - 1, grid.shape[0] - 1), :, 2] = 96
+    for x0 in plan.cols:
+        grid[:, min(x0, grid.shape[1] - 1), 2] = 96
+        grid[:, min(x0 + tw - 1, grid.shape[1] - 1), 2] = 96
+    for label, array in (("input", picture), ("whole", whole), ("tiled", tiled), ("diff_x8", diff),
+                         ("diff_x8_grid", grid)):
+        Image.fromarray(array).save(folder / f"{name}_{label}.png")
+
+
 def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--memory-child":
+        memory_child(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5])
+        return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--iters", type=int, default=20, help="timed single-image calls for (a), (b), (d)")
     parser.add_argument("--requests", type=int, default=40, help="HTTP requests for (c)")
     parser.add_argument("--concurrency", type=int, default=4, help="concurrent HTTP clients for (c)")
     parser.add_argument("--max-batch", type=int, default=4, help="serve.max_batch_size for (c)")
     parser.add_argument("--json", default=None, help="also write the figures here")
+    parser.add_argument("--tiled", action="store_true", help="the tiled-translation rows (i)-(k) instead")
+    parser.add_argument("--checkpoint", default=None, help="--tiled: a trained checkpoint for (j) and (k)")
+    parser.add_argument("--pictures", default=None, help="--tiled: write input/whole/tiled/difference PNGs here")
+    parser.add_argument("--repeats", type=int, default=3, help="--tiled: runs of each mode for (j)")
+    parser.add_argument("--fits-whole", type=int, nargs=2, default=[1536, 2048], metavar=("H", "W"),
+                        help="--tiled: the image size of (j) and (k) (it must fit whole)")
     args = parser.parse_args()
+    if args.tiled:
+        if not args.checkpoint:
+            parser.error("--tiled needs --checkpoint (a trained generator for the PSNR rows)")
+        # (height, width, modes): whole only where it fits this machine's memory
+        args.memory_sizes = [(1024, 1024, ("whole", "tiled")), (1536, 2048, ("whole", "tiled")),
+                             (2048, 2048, ("tiled",)), (3000, 4000, ("tiled",))]
+        report = bench_tiled(args)
+        if args.json:
+            Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+        return
 
     import onnxruntime as ort
     import torch
@@ -242,11 +444,11 @@ def main() -> None:
         with torch.inference_mode():
             results["a_pytorch_eager"] = timed_loop(lambda: net(xt), args.iters)
         fp32 = load_session(folder / "G_AtoB.onnx")
-        results["b_ort_fp32"] = timed_loop(lambda: fp32.run(x), args.iters)
+        results["b_ort_fp32"] = timed_loop(functools.partial(fp32.run, x), args.iters)
         int8 = load_session(folder / "G_AtoB_int8.onnx")
-        results["d_ort_int8"] = timed_loop(lambda: int8.run(x), args.iters)
+        results["d_ort_int8"] = timed_loop(functools.partial(int8.run, x), args.iters)
         fp16 = load_session(folder / "G_AtoB_fp16.onnx")
-        results["e_ort_fp16_cpu"] = timed_loop(lambda: fp16.run(x), args.iters)
+        results["e_ort_fp16_cpu"] = timed_loop(functools.partial(fp16.run, x), args.iters)
         del fp32, int8, fp16  # free the cores' caches for the server process
         results.update(bench_gpu(folder, x, args.iters, args.max_batch))
         results["c_http_server"] = bench_server(folder, x, args.requests, args.concurrency, args.max_batch)

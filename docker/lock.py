@@ -11,7 +11,6 @@ tests/test_container.py checks the files still agree with pyproject.toml.
 """
 from __future__ import annotations
 
-import re
 import sys
 import tomllib
 from importlib import metadata

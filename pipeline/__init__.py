@@ -1,6 +1,6 @@
 """The Kubeflow pipeline: its graph and how it runs.
 
-  pipeline.py  the graph: fingerprint -> prepare -> train -> evaluate + export -> register, the
+  pipeline.py  the graph: fingerprint -> prepare -> train -> select -> evaluate -> export -> register, the
                tasks' placement (GPU node, requests, secret), retries and caching; compile
   sweep.py     the sweep: ParallelFor over variants (train + evaluate), the lowest KID exported
                and registered; compile

@@ -1,4 +1,5 @@
-"""The Kubeflow pipeline: fingerprint -> prepare -> train -> select -> evaluate + export -> register.
+"""The Kubeflow pipeline: fingerprint -> prepare -> train -> select -> evaluate -> export -> register
+(export records the evaluation's out-of-domain thresholds, so it follows evaluate).
 
 Run-time parameters (what a person sets per run) are one params document plus a few named
 overrides; everything else comes from the document:
@@ -150,9 +151,9 @@ class StepTasks:
                                       tracking_uri=self.tracking_uri))
         return task.set_retry(1).set_caching_options(True).set_display_name("evaluate")
 
-    def export(self, params, data, model, selected):
-        task = self.place(export_op(params=params, data=data, model=model, selected=selected, image=self.image,
-                                    tracking_uri=self.tracking_uri))
+    def export(self, params, data, model, selected, evaluation):
+        task = self.place(export_op(params=params, data=data, model=model, selected=selected, evaluation=evaluation,
+                                    image=self.image, tracking_uri=self.tracking_uri))
         return task.set_retry(1).set_caching_options(True).set_display_name("export")
 
     def register(self, params, data, model, selected, onnx, evaluation, promote):
@@ -168,7 +169,7 @@ def build_pipeline(options: "PipelineOptions | None" = None, params: "str | None
     document = default_params() if params is None else one_line(params)
 
     @dsl.pipeline(name=PIPELINE_NAME,
-                  description="CycleGAN: fingerprint -> prepare -> train -> select -> evaluate + export -> register (MLflow gate)")
+                  description="CycleGAN: fingerprint -> prepare -> train -> select -> evaluate -> export -> register (MLflow gate)")
     def cyclegan_pipeline(params: str = document, image: str = DEFAULT_IMAGE, source: str = "",
                           n_epochs: int = -1, n_epochs_decay: int = -1, gpus: int = 1,
                           checkpoint_prefix: str = "", tracking_uri: str = "", promote: bool = True):
@@ -179,7 +180,7 @@ def build_pipeline(options: "PipelineOptions | None" = None, params: "str | None
         tr = tasks.train(params, data, n_epochs, n_epochs_decay, checkpoint_prefix, keys.outputs["train_key"], gpus)
         selected = tasks.select(params, data, tr.outputs["model"]).outputs["selected"]
         ev = tasks.evaluate(params, data, tr.outputs["model"], selected)
-        ex = tasks.export(params, data, tr.outputs["model"], selected)
+        ex = tasks.export(params, data, tr.outputs["model"], selected, ev.outputs["evaluation"])
         tasks.register(params, data, tr.outputs["model"], selected, ex.outputs["onnx"], ev.outputs["evaluation"],
                        promote)
 

@@ -61,7 +61,7 @@ def build_sweep_pipeline(options: "PipelineOptions | None" = None, params: "str 
                                           selections=dsl.Collected(sel.outputs["selected"]),
                                           evaluations=dsl.Collected(ev.outputs["evaluation"])))
         best.set_caching_options(True).set_retry(1).set_display_name("select best")
-        ex = tasks.export(params, data, best.outputs["model"], best.outputs["selected"])
+        ex = tasks.export(params, data, best.outputs["model"], best.outputs["selected"], best.outputs["evaluation"])
         tasks.register(params, data, best.outputs["model"], best.outputs["selected"], ex.outputs["onnx"],
                        best.outputs["evaluation"], promote)
 

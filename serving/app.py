@@ -7,12 +7,20 @@ Routes
   GET  /v2/models/{name}[/versions/{v}]/ready     model readiness
   POST /v2/models/{name}[/versions/{v}]/infer     tensors, JSON or binary extension
   POST /v1/translate?direction=AtoB|BtoA          PNG/JPEG/WebP of any size -> PNG, same size
+       [&quality=true] [&job=ID]                  cycle PSNR headers; progress under ID
+  GET  /v1/progress/{job}                         what the translation ``job`` has done (the page polls)
   GET  /                                          a page to try it in a browser
   GET  /metrics                                   Prometheus
 
 Each direction is one model, ``<serve.model_name>-AtoB`` and ``-BtoA``; its tensor is
 float32 N x C x H x W in [-1, 1] (uint8 N x H x W x C for the uint8 variant) of any H and W:
 the server pads to the size multiple and crops back, as ``cyclegan translate`` does.
+Images above ``serve.tile_above_pixels`` are translated in tiles (``serving/tiling.py``), one
+such image at a time, so memory stays bounded. ``quality`` (a query parameter, or the infer
+request parameter ``{"quality": true}``) also runs the return generator and reports the cycle
+PSNR and the out-of-domain flag (``serving/quality.py``): headers ``X-Cycle-PSNR``,
+``X-Out-Of-Domain`` (and ``X-Quality-Threshold``), or the infer outputs ``cycle_psnr_db``
+(FP32 [N]) and ``out_of_domain`` (BOOL [N], only from a model that records its threshold).
 
 Why not the kserve package: its model server (0.21) binds 0.0.0.0 only, and this server
 must be able to listen on loopback alone (the default); it would also pull pandas and
@@ -24,11 +32,14 @@ before bodies are buffered or images decoded.
 """
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import io
 import json
 import logging
+import re
 import time
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,7 +57,9 @@ from .batching import DynamicBatcher
 from .metrics import Metrics
 from .protocol import HEADER_LENGTH, ProtocolError, datatype, decode_inputs, decompress, encode_response, \
     split_body, wants_binary
+from .quality import Quality, assess, threshold_of
 from .session import GeneratorSession
+from .tiling import ProgressBoard, TiledGenerator, load_tiler
 
 log = logging.getLogger("cyclegan.serving")
 STATIC = Path(__file__).parent / "static"
@@ -56,6 +69,8 @@ FORMAT_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
 # the exported model's metadata_props repeated in the model metadata endpoint
 SHOWN_METADATA = ("training_size", "size_multiple", "min_size", "normalisation", "layout", "netG",
                   "source_checkpoint_sha256")
+QUALITY_OUTPUTS = ("cycle_psnr_db", "out_of_domain")    # the infer outputs quality adds
+JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 @dataclass
@@ -66,6 +81,7 @@ class ServedModel:
     session: GeneratorSession
     batcher: DynamicBatcher
     parameters: dict
+    tiler: TiledGenerator | None = None     # None: every image runs whole
 
     def metadata(self) -> dict:
         s = self.session
@@ -194,7 +210,16 @@ def create_app(sessions: dict[str, GeneratorSession], cfg: ServeConfig | None = 
         models[name] = ServedModel(name, direction, version, session,
                                    DynamicBatcher(session.run_any_size, cfg.max_batch_size,
                                                   cfg.max_batch_delay_ms / 1000, on_batch, name), parameters)
+        models[name].tiler, models[name].parameters["tiling"] = load_tiler(
+            session, cfg.tile_size, cfg.tile_overlap, cfg.tile_above_pixels, cfg.tile_exact_norms)
+        if threshold_of(session.metadata) is not None:
+            models[name].parameters["quality_threshold_db"] = threshold_of(session.metadata)
     page = (STATIC / "index.html").read_text()
+    # Tiled images run one at a time in one thread (ORT uses every core for one call already),
+    # and wait for their turn before they are decoded: that is what bounds the memory.
+    tile_executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="ort-tiles")
+    tiled_slot = asyncio.Semaphore(1)
+    progress = ProgressBoard()
 
     @asynccontextmanager
     async def lifespan(app):
@@ -208,6 +233,7 @@ def create_app(sessions: dict[str, GeneratorSession], cfg: ServeConfig | None = 
         for model in models.values():
             metrics.ready.labels(model.name).set(0)
             await model.batcher.stop()
+        tile_executor.shutdown(wait=True)
         log.info("stopped", extra={"fields": {"models": list(models)}})
 
     app = FastAPI(title="CycleGAN serving", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
@@ -265,7 +291,7 @@ def create_app(sessions: dict[str, GeneratorSession], cfg: ServeConfig | None = 
                 metrics.requests.labels(request.method, route, label, str(status)).inc()
                 metrics.latency.labels(request.method, route).observe(elapsed)
             outcome = request.scope.get("cyclegan.outcome")
-            if not route.startswith(("/v2/health", "/metrics")) or outcome:
+            if not route.startswith(("/v2/health", "/metrics", "/v1/progress")) or outcome:
                 log.info("request", extra={"fields": {
                     "method": request.method, "path": request.url.path, "route": route, "model": label,
                     "status": status, "ms": round(elapsed * 1000, 2),
@@ -280,6 +306,70 @@ def create_app(sessions: dict[str, GeneratorSession], cfg: ServeConfig | None = 
     def check_version(model: ServedModel, version: str | None) -> None:
         if version is not None and version != model.version:
             raise ProtocolError(f"model {model.name!r} has no version {version!r} (served: {model.version})", 404)
+
+    def tiled(model: ServedModel, h: int, w: int) -> bool:
+        return model.tiler is not None and h * w > cfg.tile_above_pixels
+
+    def return_model(model: ServedModel) -> ServedModel:
+        back = model_name(cfg.model_name, "BtoA" if model.direction == "AtoB" else "AtoB")
+        if back not in models:
+            raise ProtocolError(f"quality: needs the return generator {back}, which is not served", 409)
+        return models[back]
+
+    async def run_leg(model: ServedModel, x: np.ndarray, job: str | None, stage: str, done_before: int,
+                      total: int) -> np.ndarray:
+        """One generator on ``x`` (N images of one size): whole through the batcher, or in tiles."""
+        h, w = (x.shape[a] for a in model.session.spatial_axes)
+        if not tiled(model, h, w):
+            y = await model.batcher.submit(x)
+        else:
+            def report(done, _total):
+                progress.update(job, stage, done_before + done, total)
+
+            call = model.tiler.translate
+            y = await asyncio.get_running_loop().run_in_executor(
+                tile_executor, lambda: call(x, report if job else None))
+        if job:
+            progress.update(job, stage, done_before + calls(model, x), total)
+        return y
+
+    def calls(model: ServedModel, x: np.ndarray) -> int:
+        """Model calls ``run_leg`` makes for ``x``: what progress counts."""
+        h, w = (x.shape[a] for a in model.session.spatial_axes)
+        return model.tiler.plan(h, w).calls * len(x) if tiled(model, h, w) else 1
+
+    async def translate_array(model: ServedModel, x: np.ndarray, quality: bool,
+                              job: str | None) -> tuple[np.ndarray, list[Quality] | None, int]:
+        """(translation, quality per image or None, tiles per image: 0 when run whole)."""
+        h, w = (x.shape[a] for a in model.session.spatial_axes)
+        back = return_model(model) if quality else None
+        first = calls(model, x)
+        total = first + (calls(back, x) if back is not None else 0)
+        if job:
+            progress.start(job, "translate", total)
+        try:
+            y = await run_leg(model, x, job, "translate", 0, total)
+            found = None
+            if back is not None:
+                rec = await run_leg(back, y, job, "quality", first, total)
+                found = await run_in_threadpool(assess, x, rec, model.session.layout,
+                                                threshold_of(model.session.metadata))
+        finally:
+            if job:
+                progress.finish(job)
+        return y, found, model.tiler.plan(h, w).tiles if tiled(model, h, w) else 0
+
+    def job_id(job: str | None) -> str | None:
+        if job is not None and not JOB_ID.fullmatch(job):
+            raise ProtocolError(f"job: {job[:80]!r} is not 1-64 letters, digits, '-' or '_'")
+        return job
+
+    @app.get("/v1/progress/{job}")
+    async def job_progress(job: str):
+        entry = progress.get(job_id(job))
+        if entry is None:
+            raise ProtocolError(f"job {job!r}: not known (not started yet, or finished over a minute ago)", 404)
+        return entry
 
     @app.get("/v2/health/live")
     async def live():
@@ -328,40 +418,77 @@ def create_app(sessions: dict[str, GeneratorSession], cfg: ServeConfig | None = 
                 raise ProtocolError(f"inputs: {model.name} takes exactly one tensor named "
                                     f"{model.session.input_name!r}, got {sorted(arrays)}")
             requested = [o.get("name") for o in header.get("outputs") or [] if isinstance(o, dict)]
-            unknown = [o for o in requested if o != model.session.output_name]
+            known = (model.session.output_name, *QUALITY_OUTPUTS)
+            unknown = [o for o in requested if o not in known]
             if unknown:
                 raise ProtocolError(f"outputs: {model.name} has no output {unknown[0]!r} "
-                                    f"(it has {model.session.output_name!r})")
+                                    f"(it has {', '.join(map(repr, known))})")
             x = arrays[model.session.input_name]
             check_tensor(x, model, cfg)
-            return header, x
+            return header, x, requested
 
-        header, x = await run_in_threadpool(parse) if len(body) > 65536 else parse()
-        y = await model.batcher.submit(x)
+        header, x, requested = await run_in_threadpool(parse) if len(body) > 65536 else parse()
+        params = header.get("parameters") or {}
+        asked = params.get("quality", False) if isinstance(params, dict) else False
+        if not isinstance(asked, bool):
+            raise ProtocolError(f"parameters.quality: expected true or false, got {asked!r}")
+        quality = asked or any(o in QUALITY_OUTPUTS for o in requested)
+        threshold = threshold_of(model.session.metadata)
+        if "out_of_domain" in requested and threshold is None:
+            raise ProtocolError(f"outputs: out_of_domain needs a quality threshold, which {model.name} does not "
+                                "record (cyclegan export --metrics records it from an evaluation)")
+        h, w = (x.shape[a] for a in model.session.spatial_axes)
+        async with tiled_slot if tiled(model, h, w) else nullcontext():
+            y, found, _ = await translate_array(model, x, quality, None)
         output = model.session.output_name
-        binary = {output: wants_binary(header, output)}
+        outputs = {output: y}
+        if found is not None:
+            outputs["cycle_psnr_db"] = np.array([q.cycle_psnr_db for q in found], dtype=np.float32)
+            if threshold is not None:
+                outputs["out_of_domain"] = np.array([q.out_of_domain for q in found], dtype=np.bool_)
+        if requested:
+            outputs = {k: v for k, v in outputs.items() if k in requested}
+        binary = {name: wants_binary(header, name) for name in outputs}
         rid = header.get("id") if isinstance(header.get("id"), str) else None
-        content, headers = await run_in_threadpool(encode_response, model.name, model.version, rid, {output: y}, binary)
+        content, headers = await run_in_threadpool(encode_response, model.name, model.version, rid, outputs, binary)
         return Response(content=content, headers=headers, media_type=headers["Content-Type"])
 
     @app.post("/v1/translate")
-    async def translate(request: Request, direction: str = "AtoB"):
+    async def translate(request: Request, direction: str = "AtoB", quality: bool = False, job: str | None = None):
         name = model_name(cfg.model_name, direction)
         if direction not in ("AtoB", "BtoA"):
             raise ProtocolError(f"direction: {direction!r} is not AtoB or BtoA")
         model = get_model(name)
+        job = job_id(job)
+        if quality:
+            return_model(model)
         body = await read_body(request, cfg.max_upload_bytes, "serve.max_upload_bytes")
         declared = _content_type(request.headers.get("content-type"))
         if declared == "multipart/form-data":
             body, declared = await _form_file(request, body, cfg)
-        image = await run_in_threadpool(decode_image, body, declared, cfg, model.session.channels_in)
-        if (problem := model.session.size_error(*image.shape[:2])) is not None:
-            raise ProtocolError(f"image: {problem}", 413)
-        x = model.session.to_model_input(image[None])
-        y = await model.batcher.submit(x)
-        png = await run_in_threadpool(encode_png, model.session.to_images(y)[0])
-        return Response(content=png, media_type="image/png",
-                        headers={"X-Model": model.name, "X-Model-Version": model.version})
+        from .images import peek_size
+
+        h, w = await run_in_threadpool(peek_size, body)
+        if job:
+            progress.start(job, "waiting", 1)
+        try:
+            whole = not tiled(model, h, w)
+            if whole and (problem := model.session.size_error(h, w)) is not None:
+                raise ProtocolError(f"image: {problem}", 413)
+            async with nullcontext() if whole else tiled_slot:
+                image = await run_in_threadpool(decode_image, body, declared, cfg, model.session.channels_in)
+                x = model.session.to_model_input(image[None])
+                del image
+                y, found, tiles = await translate_array(model, x, quality, job)
+                del x
+                png = await run_in_threadpool(encode_png, model.session.to_images(y)[0])
+        finally:
+            if job:
+                progress.finish(job)
+        headers = {"X-Model": model.name, "X-Model-Version": model.version, "X-Tiles": str(tiles)}
+        if found is not None:
+            headers.update(found[0].headers())
+        return Response(content=png, media_type="image/png", headers=headers)
 
     @app.get("/", response_class=HTMLResponse)
     async def index():

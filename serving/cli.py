@@ -35,13 +35,13 @@ def serve(model_uri: str, section: dict[str, Any] | None, tracking_uri: str | No
 
 
 def translate(model_uri: str, direction: str, input: str | Path, output: str | Path, section: dict[str, Any] | None,
-              tracking_uri: str | None, progress: bool = True, source: str = "params") -> int:
+              tracking_uri: str | None, progress: bool = True, source: str = "params", quality: bool = False) -> int:
     """Translate local files with an exported generator; prints how many were written."""
     def body() -> int:
         from .translate import translate_model
 
         written = translate_model(model_uri, direction, input, output, progress,
-                                  load_serve_config(section, source), tracking_uri)
+                                  load_serve_config(section, source), tracking_uri, quality)
         print(f"translated {len(written)} image(s) into {output}")
         return 0
 

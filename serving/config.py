@@ -40,7 +40,16 @@ class ServeConfig(BaseModel):
     max_batch_delay_ms: float = Field(5.0, ge=0, description="dynamic batching: longest wait for a batch to fill")
     max_upload_bytes: int = Field(20_000_000, gt=0, description="/v1/translate request body limit")
     max_infer_bytes: int = Field(200_000_000, gt=0, description="/v2/models/*/infer request body limit")
-    max_pixels: int = Field(16_777_216, gt=0, description="per image, checked from the header before decoding")
+    max_pixels: int = Field(50_000_000, gt=0, description="per image, checked from the header before decoding; "
+                            "tiling keeps the network's memory flat, the image buffers cost about 30 bytes a pixel")
+    tile_above_pixels: int = Field(1_048_576, gt=0, description="larger images are translated in tiles; the "
+                                   "instance-norm statistics come from a copy downscaled to this many pixels")
+    tile_size: int = Field(512, gt=0, description="tile side in pixels (rounded up to the generator's size multiple)")
+    tile_overlap: int = Field(64, ge=0, description="pixels neighbouring tiles share and blend across; at most "
+                              "half of tile_size")
+    tile_exact_norms: int = Field(3, ge=0, description="leading instance norms whose statistics are summed exactly "
+                                  "over the tiles, one partial pass each (the ResNet encoder's 3 cost about a tenth "
+                                  "of a pass); the deeper ones come from the downscaled copy")
     content_types: list[str] = Field(default_factory=lambda: list(CONTENT_TYPES),
                                      description="accepted upload types")
     model_name: str = Field("cyclegan", description="models are served as <model_name>-AtoB and <model_name>-BtoA")
@@ -63,6 +72,13 @@ class ServeConfig(BaseModel):
                               "training size")
     trt_max_side: int = Field(1024, gt=0, description="tensorrt: largest image side served (the engine's shape "
                               "profile); larger images are refused with 413")
+
+    @model_validator(mode="after")
+    def _overlap_fits(self) -> "ServeConfig":
+        if 2 * self.tile_overlap > self.tile_size:
+            raise ValueError(f"serve.tile_overlap ({self.tile_overlap}) must be at most half of serve.tile_size "
+                             f"({self.tile_size})")
+        return self
 
     @field_validator("content_types")
     @classmethod
@@ -90,7 +106,9 @@ def load_serve_config(section: dict[str, Any] | None, source: str = "params") ->
         return ServeConfig.model_validate(section)
     except ValidationError as error:
         e = error.errors(include_url=False)[0]
-        where = ".".join(["serve", *(str(p) for p in e["loc"])])   # no loc: a check across keys
+        if not e["loc"]:   # a check across keys names its keys itself
+            raise ServingError(f"{source}: {e['msg'].removeprefix('Value error, ')}") from None
+        where = "serve." + ".".join(str(p) for p in e["loc"])
         if e["type"] == "extra_forbidden":
             raise ServingError(f"{source}: unknown key '{where}'") from None
         shown = "" if e["type"].startswith("value_error") else f", got {e.get('input')!r}"

@@ -48,6 +48,20 @@ def crop(x: np.ndarray, size: tuple[int, int], axes: tuple[int, int] = (-2, -1))
     return x[tuple(index)]
 
 
+def peek_size(data: bytes) -> tuple[int, int]:
+    """(height, width) an encoded image's header claims, without decoding it; (0, 0) when
+    it cannot be read (decoding then reports why)."""
+    import io
+
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            return img.height, img.width
+    except Exception:  # not an image, a decompression bomb, ...: decode_image names the problem
+        return 0, 0
+
+
 def image_to_uint8(img, channels: int = 3) -> np.ndarray:
     """PIL image -> uint8 array H x W x C (RGB, or L for one channel), upright: the EXIF
     orientation (a phone photo stored sideways, tag 6 or 8) is applied, as ``prepare`` does."""

@@ -16,5 +16,6 @@
   export/             ONNX export and verification, the registered pyfunc
   mlops/              MLflow tracking, registry, promotion gate
   translate.py        translate files with a checkpoint
+  tiling.py           large images in tiles with the whole image's instance-norm statistics
   demo_summary.py     the demo's "visibly working" verdicts
 """

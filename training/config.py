@@ -163,6 +163,8 @@ class EvaluateConfig(Section):
         "(mean of both directions, higher is better; ties go to the lower KID)")
     select_images: int = Field(200, ge=2, description="training images per domain translated to score each epoch "
                                "(a seeded subset, the same for every epoch)")
+    ood_percentile: float = Field(5.0, ge=0, le=100, description="percentile of per-image cycle PSNR on the test "
+                                  "split recorded as the out-of-domain threshold (ood_cycle_psnr_A/B)")
 
     @field_validator("image_size")
     @classmethod

@@ -238,6 +238,15 @@ class TritonRepository(_Folder):
     def models(self) -> list[str]:
         """Names of the models present (folders holding a config)."""
         return sorted(p.parent.name for p in self.root.glob(f"*/{self.CONFIG}"))
+class Translation(_Folder):
+    """What ``cyclegan translate --output ROOT`` writes besides the translated images (which
+    keep their input names). The ONNX path (``serving/translate.py``) spells the same name:
+    serving does not import this module; a test checks the two agree."""
+
+    @property
+    def quality(self) -> Path:
+        """With --quality: one row per image: file, cycle_psnr_db, out_of_domain."""
+        return self.root / "quality.csv"
 
 
 class Registration(_Folder):

@@ -124,14 +124,17 @@ STEPS: tuple[Step, ...] = (
          params=("evaluate",),
          code=("training/evaluation",)),
     Step("export", "both generators as verified ONNX models; the model into the MLflow run",
-         commands=(("cyclegan", "export", "--checkpoint", SELECTED, "--data", "{data}", "--out", "{export}"),
+         commands=(("cyclegan", "export", "--checkpoint", SELECTED, "--data", "{data}", "--metrics",
+                    str(EVALUATION.metrics), "--out", "{export}"),
                    ("cyclegan", "track", "export", "{export}", "--checkpoint", SELECTED, "--train", "{train}")),
-         inputs=("{data}", SELECTED, RUN_ID),
+         inputs=("{data}", SELECTED, RUN_ID, str(EVALUATION.metrics)),
          outputs=(Output("{export}"),),
          params=("export", *TritonSettings.serve_keys()),
          code=("training/export",),
          comment="The Triton model repository inside the export folder takes its names, batching and GPU "
-                 "settings from these serve: keys, so changing one re-exports."),
+                 "settings from these serve: keys, so changing one re-exports. --metrics: each model records the "
+                 "evaluation's out-of-domain threshold (ood_cycle_psnr_*), which serving's quality signal compares "
+                 "a translation's cycle PSNR against."),
     Step("register", "register the version as challenger; the gate decides whether champion moves",
          commands=(("cyclegan", "register", "--model", "{export}", "--metrics", str(EVALUATION.metrics),
                     "--checkpoint", SELECTED, "--data", "{data}", "--train", "{train}", "--out", "{register}",

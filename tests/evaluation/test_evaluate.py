@@ -114,6 +114,30 @@ def test_evaluate_writes_documented_metrics_and_pictures(trained):
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".eval1")]   # no temporary folders left
 
 
+def test_the_out_of_domain_threshold_is_the_low_percentile_of_per_image_cycle_psnr(trained):
+    """ood_cycle_psnr_A/B: the evaluate.ood_percentile-th percentile (5th) of each test image's
+    cycle PSNR, computed here apart from the evaluation; export records it for serving."""
+    import numpy as np
+
+    from training.engine.checkpoint import load_generators
+    from training.evaluation import metrics as M
+    from training.evaluation.evaluate import load_image
+    from training.translate import translate_tensor
+
+    metrics = json.loads((trained["out"] / "metrics.json").read_text())
+    G_A, G_B, cfg = load_generators(trained["checkpoint"])
+    assert metrics["ood_percentile"] == 5.0
+    for domain, there, back in (("A", G_A, G_B), ("B", G_B, G_A)):
+        values = []
+        for path in sorted((trained["data"] / f"test{domain}").rglob("*.png")):
+            x = load_image(path, cfg.data.crop_size, 3)[None]
+            rec = translate_tensor(back, translate_tensor(there, x))
+            values.append(float(M.psnr(M.to_unit(rec), M.to_unit(x))))
+        assert len(values) == metrics[f"n_test_{domain}"] >= 2
+        assert metrics[f"ood_cycle_psnr_{domain}"] == pytest.approx(float(np.percentile(values, 5)), abs=1e-3)
+        assert min(values) <= metrics[f"ood_cycle_psnr_{domain}"] < metrics[f"cycle_psnr_{domain}"]
+
+
 def test_metrics_are_identical_across_runs_and_the_cache_is_used(trained):
     cache_files = sorted(p.name for p in trained["cache"].glob("*.npy"))
     assert len(cache_files) == 4                       # testA, testB, trainA, trainB features

@@ -1,5 +1,5 @@
 """Shared helpers for the export and serving tests: a trained tests-profile checkpoint, an
-export, a free port, a server process, and the MLflow registry stand-up."""
+export, an evaluation's thresholds, a free port, a server process, and the MLflow registry stand-up."""
 from __future__ import annotations
 
 import json
@@ -47,6 +47,16 @@ def shared_export(tmp_path_factory) -> tuple[Path, Path, Path]:
     if "default" not in _SHARED:
         _SHARED["default"] = train_and_export(tmp_path_factory.mktemp("shared-export"))
     return _SHARED["default"]
+
+
+def write_evaluation(folder: Path, checkpoint_sha: str, a: float, b: float) -> Path:
+    """An evaluation's metrics file (with its info file) holding out-of-domain thresholds
+    ``a`` and ``b`` for ``checkpoint_sha``: what ``cyclegan export --metrics`` reads."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "metrics.json").write_text(json.dumps({"ood_cycle_psnr_A": a, "ood_cycle_psnr_B": b,
+                                                      "ood_percentile": 5.0, "n_test_A": 3, "n_test_B": 3}))
+    (folder / "eval_info.json").write_text(json.dumps({"checkpoint_sha256": checkpoint_sha}))
+    return folder / "metrics.json"
 
 
 def free_port() -> int:

@@ -4,7 +4,9 @@ Writes one model per direction (AtoB: the checkpoint's G_A; BtoA: G_B) and a ver
 report; with export.uint8_variant also uint8 variants, with export.quantize (and --data) int8
 ones, with export.fp16_variant (and --data) fp16 ones for GPUs (file names in training/layout.py).
 With export.triton (the default) also a Triton model repository, triton/, serving the same
-models under the same names as `cyclegan serve` (settings from the serve: section).
+models under the same names as `cyclegan serve` (settings from the serve: section). With
+--metrics (an evaluation of this checkpoint), each model records its out-of-domain threshold,
+which serving's quality signal compares against.
 Each model is checked by onnx.checker and compared with PyTorch (int8 and fp16: with the fp32
 model); OUT is replaced only when all of them pass. CHECKPOINT, OUT and DATA may be s3:// addresses.
 """
@@ -16,6 +18,9 @@ def add_arguments(parser):
     parser.add_argument("--data", default=None,
                         help="prepared data folder: trainA/trainB calibrate int8, testA/testB measure the int8 and "
                              "fp16 models' PSNR")
+    parser.add_argument("--metrics", default=None,
+                        help="an evaluation's metrics file of this checkpoint: each model records its out-of-domain "
+                             "threshold (ood_cycle_psnr_*) for serving's quality signal")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
@@ -39,7 +44,8 @@ def run(args):
 
     cfg = load_args_config(args)
     serve = serve_section(cfg, args.params) if cfg.export.triton else None
-    report = export(args.checkpoint, args.out, cfg.export, args.data, progress=not args.no_progress, serve=serve)
+    report = export(args.checkpoint, args.out, cfg.export, args.data, progress=not args.no_progress, serve=serve,
+                    metrics=args.metrics)
     for name, entry in report["models"].items():
         if "psnr_db_mean" in entry:
             print(f"{name}: {entry['variant']} PSNR vs fp32 {entry['psnr_db_mean']:.2f} dB "

@@ -490,6 +490,10 @@ def compute(cfg: Config, data: Path, checkpoint: Path, device: torch.device, pro
             m[f"cycle_{metric}_{domain}"] = _mean(result.cycle[metric])
             if result.no_return[metric]:
                 m[f"baseline_cycle_{metric}_{domain}"] = _mean(result.no_return[metric])
+        # the low end of the in-domain cycle PSNR: serving's out-of-domain threshold
+        per_image = torch.cat(result.cycle["psnr"]).double().numpy()
+        m[f"ood_cycle_psnr_{domain}"] = float(np.percentile(per_image, ecfg.ood_percentile))
+    m["ood_percentile"] = ecfg.ood_percentile
     if ecfg.identity:
         # authors' naming: idt_A is G_A (A->B) on B images, measured in the B pass
         m["identity_l1_A"], m["baseline_identity_l1_A"] = _mean(pass_b.identity), 0.0

@@ -51,10 +51,20 @@ def _cycle(domain: str, via: str) -> list[Metric]:
     ]
 
 
+def _ood(domain: str, direction: str) -> Metric:
+    return Metric(f"ood_cycle_psnr_{domain}", f"the evaluate.ood_percentile-th percentile (default 5th) of per-image "
+                  f"cycle PSNR over test{domain}: the out-of-domain threshold. cyclegan export --metrics records it "
+                  f"in the {direction} model (quality_threshold_db); serving flags an input whose cycle PSNR is "
+                  "below it", unit="dB")
+
+
 _SUCCESS = dict(unit="share", baseline=True, margin="success_margin", floor="min_domain_success")
 
 _ALL = [
     *_cycle("A", "B"), *_cycle("B", "A"),
+    _ood("A", "AtoB"), _ood("B", "BtoA"),
+    Metric("ood_percentile", "the percentile of per-image cycle PSNR the out-of-domain thresholds are taken at "
+           "(evaluate.ood_percentile)"),
     Metric("identity_l1_A", "mean |G(b) - b| over testB: the A->B generator leaves B images alone "
            "(the authors' idt_A)", "lower", baseline=True),
     Metric("identity_l1_B", "mean |F(a) - a| over testA: the B->A generator leaves A images alone "

@@ -262,9 +262,10 @@ def _check_data(cfg: ExportConfig, data) -> None:
 
 
 def export(checkpoint: str, out: str, cfg: ExportConfig, data: str | None = None, progress: bool = True,
-           serve: dict | None = None) -> dict:
+           serve: dict | None = None, metrics: str | None = None) -> dict:
     """``cyclegan export``: local or ``s3://`` checkpoint, output folder and data. ``serve`` is
-    the validated ``serve:`` section the Triton repository follows (defaults if None).
+    the validated ``serve:`` section the Triton repository follows (defaults if None); ``metrics``
+    an evaluation's metrics file of this checkpoint (each model records its out-of-domain threshold).
 
     The models are written to a temporary folder that replaces ``out`` only when every
     model passed verification (``storage.local_output``).
@@ -276,16 +277,17 @@ def export(checkpoint: str, out: str, cfg: ExportConfig, data: str | None = None
         local_ckpt = stack.enter_context(local_input(checkpoint))
         local_data = stack.enter_context(local_input(data)) if data is not None else None
         folder = stack.enter_context(local_output(out))
-        report = export_generators(local_ckpt, folder, cfg, local_data, progress, serve)
+        report = export_generators(local_ckpt, folder, cfg, local_data, progress, serve, metrics)
         report["checkpoint"] = str(checkpoint)
         atomic_write_json(Export(folder).verify, report)
     return report
 
 
 def export_generators(checkpoint: str | Path, folder: str | Path, cfg: ExportConfig, data: str | Path | None = None,
-                      progress: bool = True, serve: dict | None = None) -> dict:
+                      progress: bool = True, serve: dict | None = None, metrics: str | None = None) -> dict:
     """Export, verify and (optionally) quantise both generators into the existing ``folder``;
-    returns the verification report. A failed verification raises UserError."""
+    returns the verification report. A failed verification raises UserError. ``metrics``
+    (an evaluation's metrics file) adds each model's out-of-domain threshold."""
     from tqdm import tqdm
 
     from ..engine.checkpoint import load_generators
@@ -301,6 +303,8 @@ def export_generators(checkpoint: str | Path, folder: str | Path, cfg: ExportCon
         raise UserError(f"{data}: data folder not found")
     G_A, G_B, train_cfg = load_generators(checkpoint, "cpu")
     sha = sha256_file(checkpoint)
+    from .quality import thresholds
+    quality = thresholds(metrics, train_cfg.data.direction, sha) if metrics else {}
     generator = generator_spec(train_cfg.model.netG)
     multiple = generator.size_multiple
     shapes = verification_shapes(cfg, multiple)
@@ -321,6 +325,7 @@ def export_generators(checkpoint: str | Path, folder: str | Path, cfg: ExportCon
             "netG": train_cfg.model.netG, "ngf": train_cfg.model.ngf, "channels_in": c_in, "channels_out": c_out,
             "source_checkpoint": checkpoint.name, "source_checkpoint_sha256": sha,
             "padding": "reflect bottom/right to the size multiple (and min_size), crop back",
+            **quality.get(direction, {}),
         }
         if variant == "int8":
             calibration = _load_images(_domain_images(Path(data), train_cfg, domain, "train", cfg.calibration_images),
