@@ -1,29 +1,38 @@
 """The ``synthetic`` source: a generated unpaired dataset for the offline demo and the tests.
 
-Both domains draw the *content* from one distribution: a flat grey background (with a
-little grey noise) and one to three flat-coloured shapes (discs, squares, triangles) at
-random sizes and positions. They differ only in the *colour* of the shapes:
+Both domains draw the *content* from one distribution: a grey background (a level between
+0.3 and 0.55, a little grey noise) and one to three flat-coloured shapes (discs, squares,
+triangles) at random sizes and positions. They differ in the shapes' colour and in the
+background's texture, like horses and zebras:
 
-* domain A: warm shapes, hue 0-50 degrees (red, orange, amber);
-* domain B: cool shapes, hue 190-240 degrees (cyan, azure, blue).
+* domain A: warm shapes (hue 0-50 degrees: red, orange, amber) on a plain background;
+* domain B: cool shapes (hue 190-240 degrees: cyan, azure, blue) on a background with grey,
+  zebra-like vertical stripes (``stripe_texture``: narrow-band noise, period 7/64 of the side,
+  +-0.2 around the background level).
 
-Swapping the red and blue channels maps one hue range exactly onto the other, so the
-translation is a colour change that a small CycleGAN learns in a few minutes on a CPU, and
-that a person sees at a glance.
+Why both: a colour change alone is nearly invisible to the evaluation's feature network
+(EfficientNet-Lite0: KID between real A and real B about 0.03), so KID, the Fréchet distance
+and the domain probe would measure the generator's artefacts instead of the translation; the
+stripes make the untranslated A about as far from B as a different data set (KID about 0.7).
+Both changes are within reach of a small CycleGAN on a CPU: swapping the red and blue
+channels maps one hue range onto the other, and the stripes are band-passed noise, which a
+convolution can make out of domain A's background noise (and B -> A removes them).
 
 Measurable without labels:
 
 * ``content_mask(images)`` marks the shapes: pixels whose saturation (max minus min over the
-  channels, on a 0..1 scale) exceeds 0.25. The background is exactly grey (saturation 0) and
-  every shape has saturation >= 0.42, in both domains, so the mask is computed the same way
-  on real A, real B and on translations; the IoU of the masks of x and G(x) measures content
-  preservation.
+  channels, on a 0..1 scale) exceeds 0.25. Backgrounds are grey in both domains, the stripes
+  included (saturation 0), and every shape has saturation >= 0.42, so the mask is computed
+  the same way on real A, real B and on translations; the IoU of the masks of x and G(x)
+  measures content preservation.
 * ``domain_score(images)`` is the mean of (blue - red) / 2 over the masked pixels (over the
   whole image when fewer than 8 pixels are masked): in [-1, 1], > 0 reads as domain B
-  (cool), < 0 as domain A (warm). Its sign separates real A from real B without error: the
-  last shape drawn is never covered and masks about 20 pixels or more even at size 32, and
-  every masked pixel of a shape has |blue - red| >= 0.42 with the domain's sign. It is what
-  the evaluation's domain-success rate and the demo's "visibly working" check count.
+  (cool), < 0 as domain A (warm). It reads the shapes' colour only; the texture is what the
+  feature-network metrics see. Its sign separates real A from real B without error: the grey
+  background adds nothing to blue - red, the last shape drawn is never covered and masks
+  about 20 pixels or more even at size 32, and on every masked pixel, antialiased edges and
+  overlaps included, blue - red is minus (A) or plus (B) its saturation. It is what the
+  evaluation's synthetic domain-success rate and the demo's "visibly working" check count.
 """
 from __future__ import annotations
 
@@ -33,6 +42,12 @@ from pathlib import Path
 import numpy as np
 
 HUES = {"A": (0.0, 50.0), "B": (190.0, 240.0)}
+BACKGROUND_GREY = (0.3, 0.55)   # background level, both domains
+NOISE_STD = 0.03                # grey noise of every background
+STRIPE_AMPLITUDE = 0.2          # domain B's stripes: background +- this
+STRIPE_PERIOD = 7.0 / 64.0      # stripe period as a share of the image side
+STRIPE_BANDWIDTH = 0.18         # width of the pass band relative to the stripe frequency
+STRIPE_SHARPNESS = 2.5          # tanh gain: soft-edged black-and-white stripes
 SATURATION_THRESHOLD = 0.25
 MIN_MASK_PIXELS = 8
 SPLITS = {"train": 0, "test": 1}
@@ -74,11 +89,33 @@ def _shape_mask(rng: np.random.Generator, size: int, supersample: int = 4) -> np
     return coverage
 
 
+def stripe_texture(rng: np.random.Generator, size: int) -> np.ndarray:
+    """Zebra-like stripes (size x size, in -1..1): narrow-band noise, then a soft threshold.
+
+    White noise filtered in the Fourier domain by a Gaussian bump around one spatial
+    frequency (period ``STRIPE_PERIOD`` of the side, wave vector along x: vertical stripes,
+    which a horizontal flip, the training-time augmentation, leaves vertical), so the
+    stripes wander and fork like a zebra's instead of repeating exactly. A filter applied to
+    noise is what a convolutional generator can learn: it sees the faint noise of domain A's
+    background and can band-pass and amplify it into these stripes.
+    """
+    white = rng.normal(size=(size, size))
+    period = STRIPE_PERIOD * size
+    fy, fx = np.fft.fftfreq(size)[:, None], np.fft.fftfreq(size)[None, :]
+    width = STRIPE_BANDWIDTH / period
+    bump = (np.exp(-((fx - 1.0 / period) ** 2 + fy ** 2) / (2 * width ** 2))
+            + np.exp(-((fx + 1.0 / period) ** 2 + fy ** 2) / (2 * width ** 2)))
+    field = np.real(np.fft.ifft2(np.fft.fft2(white) * bump))
+    return np.tanh(STRIPE_SHARPNESS * field / max(field.std(), 1e-12))
+
+
 def render(rng: np.random.Generator, size: int, domain: str) -> np.ndarray:
     """One image (size x size x 3, uint8) of ``domain`` ("A" or "B")."""
-    grey = rng.uniform(0.15, 0.45)
-    noise = rng.normal(0.0, 0.02, (size, size, 1)).astype(np.float32)
-    image = np.repeat(np.clip(grey + noise, 0.0, 1.0), 3, axis=2)
+    grey = rng.uniform(*BACKGROUND_GREY)
+    background = grey + rng.normal(0.0, NOISE_STD, (size, size))
+    if domain == "B":
+        background = background + STRIPE_AMPLITUDE * stripe_texture(rng, size)
+    image = np.repeat(np.clip(background, 0.0, 1.0)[:, :, None], 3, axis=2)
     lo, hi = HUES[domain]
     for _ in range(rng.integers(1, 4)):
         coverage = _shape_mask(rng, size)[:, :, None]
@@ -125,8 +162,9 @@ def _unit(images):
 def content_mask(images):
     """Shape mask, bool N x H x W, of images N x 3 x H x W in [-1, 1]: saturation > 0.25.
 
-    The same rule in both domains (the background is grey, shapes are saturated), so
-    ``iou(content_mask(x), content_mask(G(x)))`` measures whether G kept the content.
+    The same rule in both domains (the background is grey, plain in A, striped in B; shapes
+    are saturated), so ``iou(content_mask(x), content_mask(G(x)))`` measures whether G kept
+    the content.
     """
     x = _unit(images)
     return (x.amax(dim=1) - x.amin(dim=1)) > SATURATION_THRESHOLD
@@ -136,8 +174,9 @@ def domain_score(images):
     """One float per image N x 3 x H x W in [-1, 1]: > 0 "looks like B", < 0 "looks like A".
 
     The mean of (blue - red) / 2 over ``content_mask`` pixels, or over the whole image when
-    fewer than 8 pixels are masked. Warm (A) shapes give about -0.2 to -0.5, cool (B) shapes
-    +0.2 to +0.5; a grey image gives 0.
+    fewer than 8 pixels are masked: the shapes' colour, blind to the background's stripes.
+    Warm (A) shapes give about -0.2 to -0.5, cool (B) shapes +0.2 to +0.5; a grey image,
+    striped or not, gives 0.
     """
     import torch
 
