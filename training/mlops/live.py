@@ -52,6 +52,12 @@ MAX_MONITOR_RESTARTS = 10   # the system metrics monitor, after the server faile
 log = logging.getLogger(__name__)
 
 
+def next_backoff(current: float, closing: bool) -> float:
+    """The wait after the next failure: doubled up to ``MAX_BACKOFF_S``; short while closing,
+    when ``register.live_flush_s`` bounds the retrying anyway."""
+    return CLOSING_RETRY_S if closing else min(current * 2, MAX_BACKOFF_S)
+
+
 def _short(error: BaseException) -> str:
     text = " ".join(str(error).split()) or type(error).__name__
     return f"{type(error).__name__}: {text[:300]}"
@@ -178,7 +184,7 @@ class LiveLogger:
                     self.last_error = _short(e)
                     log.debug("live MLflow logging failed (%s); retrying in %.1f s", self.last_error, backoff)
                     next_try = time.monotonic() + backoff
-                    backoff = CLOSING_RETRY_S if closing else min(backoff * 2, MAX_BACKOFF_S)
+                    backoff = next_backoff(backoff, closing)
             if closing and not self._has_work():
                 break
             self._wake.wait(CLOSING_RETRY_S if closing else BATCH_INTERVAL_S)

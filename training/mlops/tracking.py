@@ -220,18 +220,25 @@ def row_metrics(row: dict, skip: dict[str, set[int]] | None = None) -> list:
 
 
 def logged_steps(mlc, run_id: str, keys) -> dict[str, set[int]]:
-    """The steps each metric already holds in the run."""
-    return {key: {m.step for m in mlc.get_metric_history(run_id, key)} for key in keys}
+    """The steps each metric already holds in the run (one request for a run that has none of
+    them, one more per metric it has)."""
+    held = mlc.get_run(run_id).data.metrics
+    return {key: {m.step for m in mlc.get_metric_history(run_id, key)} if key in held else set() for key in keys}
+
+
+def logged_images(mlc, run_id: str, key: str = SAMPLES_KEY) -> list[int]:
+    """The step of each image of ``key`` in the run (a step twice if logged twice)."""
+    steps = []
+    for artifact in mlc.list_artifacts(run_id, "images"):
+        match = _IMAGE_FILE.fullmatch(artifact.path.rsplit("/", 1)[-1])
+        if match and match["key"] == key:
+            steps.append(int(match["step"]))
+    return sorted(steps)
 
 
 def logged_image_steps(mlc, run_id: str, key: str = SAMPLES_KEY) -> set[int]:
     """The steps at which images of ``key`` are already in the run."""
-    steps = set()
-    for artifact in mlc.list_artifacts(run_id, "images"):
-        match = _IMAGE_FILE.fullmatch(artifact.path.rsplit("/", 1)[-1])
-        if match and match["key"] == key:
-            steps.add(int(match["step"]))
-    return steps
+    return set(logged_images(mlc, run_id, key))
 
 
 def sample_step(path: Path) -> int:
