@@ -24,6 +24,13 @@ from training.mlops import live, tracking
 LOSS_KEYS = [f for f in LOG_FIELDS if f.startswith("loss_")]
 
 
+@pytest.fixture(autouse=True)
+def http_settings_restored(monkeypatch):
+    """``LiveLogger.start`` bounds MLflow's HTTP retries in os.environ; keep that in the test."""
+    for key in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT"):
+        monkeypatch.setenv(key, "7" if key.endswith("RETRIES") else "120")
+
+
 @pytest.fixture
 def fast(monkeypatch):
     """Short intervals, so the thread's retries happen within a test."""
