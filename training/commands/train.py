@@ -5,7 +5,8 @@
 ``--mirror`` (which must not run under torchrun: N processes would upload the same files),
 then runs ``python -m torch.distributed.run --standalone --nproc_per_node N -m training.cli
 train ...`` with the same arguments minus its own, and returns its exit status. The processes
-use NCCL on GPUs and gloo on a CPU. The MLflow run is opened by rank 0 of the workers, not here:
+use NCCL on GPUs and gloo on a CPU. With ``--track`` and ``register.live_metrics`` rank 0 sends
+the training log and samples to the run as it trains (``mlops/live.py``). The MLflow run is opened by rank 0 of the workers, not here:
 only the workers know, after reading OUT's checkpoint, whether the run continues (and keeps its
 MLflow run) or starts over (and removes the old run id), exactly as in one process.
 """
@@ -29,7 +30,9 @@ def add_arguments(parser):
                              "restored first: a retried task on another machine resumes from it")
     parser.add_argument("--track", action="store_true",
                         help="open the pipeline's MLflow run before training (or reuse the one OUT names), so a "
-                             "retried task logs into the same run; `cyclegan track train` logs the results")
+                             "retried task logs into the same run; with register.live_metrics, losses, lr, it/s, "
+                             "sample grids and system metrics reach it while training (a down server never stops "
+                             "training); `cyclegan track train` logs the rest")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.add_argument("--nproc-per-node", type=int, default=1, metavar="N",
                         help="N > 1: launch N training processes here with torchrun (one per GPU; gloo on a "
@@ -85,8 +88,18 @@ def run(args):
     with contextlib.ExitStack() as stack:
         if args.mirror:
             stack.enter_context(mirrored(args.out, args.mirror))
+        on_start, listener = None, None
+        if args.track and cfg.register.live_metrics:
+            from ..mlops.live import LiveLogger
+
+            # closed before the mirror's last sync, so the run id file it writes is mirrored
+            listener = LiveLogger(cfg, args.out, args.data)
+            stack.callback(listener.close)
+            on_start = listener.start
+        elif args.track:
+            on_start = _open_run(cfg, args)
         summary = train(cfg, args.data, args.out, resume=args.resume or False, device=args.device,
-                        progress=not args.no_progress, on_start=_open_run(cfg, args) if args.track else None)
+                        progress=not args.no_progress, on_start=on_start, listener=listener)
     if int(os.environ.get("RANK", "0")) == 0:   # the other ranks' losses are their own shard's
         print(json.dumps(summary))
     return 0

@@ -38,7 +38,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Protocol
 
 import torch
 
@@ -58,6 +58,18 @@ RESUME_IGNORED = {"data.num_workers", "train.device", "train.log_every", "train.
 RESUME_MODES = ("exact", "auto")
 
 LOG_FIELDS = ["epoch", "iteration", *[f"loss_{n}" for n in LOSS_NAMES], "lr", "it_per_s", "time"]
+
+
+class TrainingListener(Protocol):
+    """Told, on the main process and on the training thread, what the trainer has just written.
+    An implementation must return at once and never raise: it runs inside the training loop
+    (``mlops/live.py`` only queues the item for its own thread)."""
+
+    def on_log_row(self, row: dict) -> None:
+        """A row (``LOG_FIELDS``) was appended to the training log."""
+
+    def on_sample(self, path: Path, iteration: int) -> None:
+        """A sample grid was written to ``path`` at ``iteration``."""
 
 
 def distributed_setup(device_name: str) -> tuple[int, int, str]:
@@ -102,8 +114,10 @@ def sample_grid(visuals: dict[str, torch.Tensor]) -> torch.Tensor:
 
 
 class Trainer:
-    def __init__(self, cfg: Config, data: str | Path, out: str | Path, device: str | None = None):
+    def __init__(self, cfg: Config, data: str | Path, out: str | Path, device: str | None = None,
+                 listener: TrainingListener | None = None):
         self.cfg, self.data, self.out = cfg, Path(data), Path(out)
+        self.listener = listener
         self.rank, self.world_size, device = distributed_setup(device or cfg.train.device)
         self.is_main = self.rank == 0   # only the main process logs, samples and checkpoints
         self.device = resolve_device(device, "train.device")
@@ -442,13 +456,18 @@ class Trainer:
                "time": round(time.time(), 3)}
         if self.is_main:
             self._write_log([row])
+            if self.listener is not None:
+                self.listener.on_log_row(row)
         return row
 
     def _save_sample(self, visuals) -> None:
         from ..data.transforms import save_image
 
-        with atomic_path(self.run.sample(self.global_iter), fsync=False) as tmp:
+        path = self.run.sample(self.global_iter)
+        with atomic_path(path, fsync=False) as tmp:
             save_image(sample_grid(visuals), tmp, format="PNG")
+        if self.listener is not None:
+            self.listener.on_sample(path, self.global_iter)
 
 def _processes(n: int) -> str:
     return f"{n} process" + ("es" if n != 1 else "")
@@ -461,14 +480,16 @@ def _cuda_index(raw_config: dict) -> int:
 
 
 def train(cfg: Config, data: str | Path, out: str | Path, resume: bool | str = False, device: str | None = None,
-          progress: bool = True, on_start: Callable[[], None] | None = None) -> dict:
+          progress: bool = True, on_start: Callable[[], None] | None = None,
+          listener: TrainingListener | None = None) -> dict:
     """Train a CycleGAN on ``data`` (trainA/trainB) into ``out``; see the module docstring.
 
     ``resume``: False starts over, True or "exact" continues OUT's run exactly (or fails),
     "auto" continues only when that equals starting over. ``on_start`` runs on the main
-    process once OUT holds only this run (e.g. to open its MLflow run).
+    process once OUT holds only this run (e.g. to open its MLflow run); ``listener`` hears of
+    each log row and sample grid the main process writes (``TrainingListener``).
     """
-    trainer = Trainer(cfg, data, out, device)
+    trainer = Trainer(cfg, data, out, device, listener)
     trainer.remove_temporaries()
     mode = "exact" if resume is True else resume
     resumed = bool(mode) and trainer.resume(mode)

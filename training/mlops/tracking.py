@@ -8,8 +8,11 @@ How the run travels
 
 What each step logs (``cyclegan track train|evaluate|export``; folder names in ``layout``)
   train     every parameter (the run's config, flattened to ``section.key``); per-epoch mean
-            losses and the learning rate from the training log (step = epoch); the sample
-            grids as images (step = iteration); lineage tags
+            losses and the learning rate from the training log (step = epoch); each log row
+            as ``train/<column>`` (step = iteration); the sample grids as images (step =
+            iteration); lineage tags. ``cyclegan train --track`` already sends the rows and
+            grids while it trains (``live.py``); this part adds only the steps the store lacks,
+            so no metric ever holds two points at one step
   select    each scored epoch's validation figures as ``select_<figure>`` (step = epoch); which
             checkpoint went on (tags ``selected_epoch``, ``selection_mode``, ``selection_metric``);
             the scores file and its CSV as artifacts
@@ -46,6 +49,7 @@ import json
 import logging
 import math
 import os
+import re
 import subprocess
 from collections import defaultdict
 from pathlib import Path
@@ -65,6 +69,13 @@ MAX_SAMPLE_IMAGES = 50             # sample grids logged as images (evenly space
 EVALUATION_ARTIFACTS = "evaluation"  # the run's artifact folder of the evaluate part
 SELECTION_ARTIFACTS = "selection"    # ... and of the select part
 SELECT_PREFIX = "select_"          # the select part's per-epoch metrics
+# Each training-log row as per-iteration metrics (step = iteration). Their own names: the
+# per-epoch means keep the bare column names (step = epoch), and one name never mixes the two.
+ITERATION_PREFIX = "train/"
+ITERATION_COLUMNS = ("lr", "it_per_s")   # besides the loss_* columns
+SAMPLES_KEY = "samples"            # the image key of the sample grids
+# MLflow's file name of an image logged with a key and step ("+" now, "%" in older versions)
+_IMAGE_FILE = re.compile(r"(?P<key>.+)[+%]step[+%](?P<step>\d+)[+%]timestamp[+%]\d+[+%][0-9a-f-]+\.png")
 
 log = logging.getLogger(__name__)
 
@@ -194,6 +205,65 @@ def epoch_metrics(log_path: Path) -> dict[int, dict[str, float]]:
     return out
 
 
+def iteration_metrics(row: dict) -> dict[str, float]:
+    """A training-log row's losses, learning rate and speed as ``train/<column>`` values."""
+    out = {}
+    for key, value in row.items():
+        if key and (key.startswith(LOSS_PREFIX) or key in ITERATION_COLUMNS) and value not in (None, ""):
+            number = float(value)
+            if math.isfinite(number):
+                out[ITERATION_PREFIX + key] = number
+    return out
+
+
+def row_metrics(row: dict, skip: dict[str, set[int]] | None = None) -> list:
+    """One log row as MLflow metrics (step = iteration, timestamp = the row's time), leaving
+    out the (key, step) pairs in ``skip``."""
+    from mlflow.entities import Metric
+
+    step = int(row["iteration"])
+    millis = int(float(row["time"]) * 1000) if row.get("time") not in (None, "") else 0
+    return [Metric(key, value, millis, step) for key, value in iteration_metrics(row).items()
+            if not skip or step not in skip.get(key, ())]
+
+
+def logged_steps(mlc, run_id: str, keys) -> dict[str, set[int]]:
+    """The steps each metric already holds in the run (one request for a run that has none of
+    them, one more per metric it has)."""
+    held = mlc.get_run(run_id).data.metrics
+    return {key: {m.step for m in mlc.get_metric_history(run_id, key)} if key in held else set() for key in keys}
+
+
+def logged_images(mlc, run_id: str, key: str = SAMPLES_KEY) -> list[int]:
+    """The step of each image of ``key`` in the run (a step twice if logged twice)."""
+    steps = []
+    for artifact in mlc.list_artifacts(run_id, "images"):
+        match = _IMAGE_FILE.fullmatch(artifact.path.rsplit("/", 1)[-1])
+        if match and match["key"] == key:
+            steps.append(int(match["step"]))
+    return sorted(steps)
+
+
+def logged_image_steps(mlc, run_id: str, key: str = SAMPLES_KEY) -> set[int]:
+    """The steps at which images of ``key`` are already in the run."""
+    return set(logged_images(mlc, run_id, key))
+
+
+def sample_step(path: Path) -> int:
+    """The iteration in a sample grid's file name."""
+    digits = "".join(c for c in Path(path).stem if c.isdigit())
+    return int(digits) if digits else 0
+
+
+def log_sample(mlc, run_id: str, path: Path, step: int | None = None) -> None:
+    """One sample grid as an image of ``SAMPLES_KEY`` (step = its iteration)."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        mlc.log_image(run_id, image.convert("RGB"), key=SAMPLES_KEY,
+                      step=sample_step(path) if step is None else step, synchronous=True)
+
+
 def _logged_marker(mlc, run_id: str, part: str) -> str | None:
     return mlc.get_run(run_id).data.tags.get(f"cyclegan.logged.{part}")
 
@@ -298,31 +368,37 @@ def log_train_part(cfg: Config, run_id: str, train_dir: Path, data_dir: str | Pa
     if config_path.exists():
         _log_params(mlc, run_id, flatten_config(json.loads(config_path.read_text())))
     if log_path.exists():
+        per_epoch = epoch_metrics(log_path)
+        with open(log_path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        keys = {k for values in per_epoch.values() for k in values if k != "iteration"}
+        keys |= {k for row in rows for k in iteration_metrics(row)}
+        # what the live logger (or an earlier, interrupted call) already delivered stays single
+        present = logged_steps(mlc, run_id, sorted(keys))
         metrics = []
-        for epoch, values in epoch_metrics(log_path).items():
+        for epoch, values in per_epoch.items():
             for key, value in values.items():
-                if key != "iteration" and math.isfinite(value):
+                if key != "iteration" and math.isfinite(value) and epoch not in present[key]:
                     metrics.append(Metric(key, value, 0, epoch))
+        for row in rows:
+            metrics += row_metrics(row, present)
         for i in range(0, len(metrics), 1000):
             mlc.log_batch(run_id, metrics=metrics[i:i + 1000])
         mlc.log_artifact(run_id, str(log_path), "train")
     if config_path.exists():
         mlc.log_artifact(run_id, str(config_path), "train")
-    _log_samples(mlc, run_id, run.sample_files())
+    logged = logged_image_steps(mlc, run_id)
+    _log_samples(mlc, run_id, [p for p in run.sample_files() if sample_step(p) not in logged])
     mlc.set_tag(run_id, "cyclegan.logged.train", marker)
 
 
 def _log_samples(mlc, run_id: str, paths: list[Path]) -> None:
     """Sample grids as MLflow images (step = the iteration in the file name)."""
-    from PIL import Image
-
     if len(paths) > MAX_SAMPLE_IMAGES:  # evenly spaced, always keeping the last one
         step = len(paths) / MAX_SAMPLE_IMAGES
         paths = [paths[int(i * step)] for i in range(MAX_SAMPLE_IMAGES - 1)] + [paths[-1]]
     for path in paths:
-        digits = "".join(c for c in path.stem if c.isdigit())
-        with Image.open(path) as image:
-            mlc.log_image(run_id, image.convert("RGB"), key="samples", step=int(digits) if digits else 0)
+        log_sample(mlc, run_id, path)
 
 
 def read_metrics(path: str | Path) -> dict[str, Any]:
