@@ -7,7 +7,6 @@ code inside ``run`` so ``cyclegan --help`` stays fast and light.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from .commands import args as shared_args
@@ -46,10 +45,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    # OpenMP threads that spin while they wait for a descheduled sibling make a CPU shared with
-    # other jobs (or a throttled pod) crawl; waiting passively costs little when the CPU is
-    # ours (bench/RESULTS.md, "threads"). It must be set before torch loads OpenMP.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

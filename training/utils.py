@@ -121,14 +121,95 @@ def cgroup_cpu_quota(root: str | os.PathLike = "/sys/fs/cgroup") -> float | None
         return None
 
 
-def configure_threads(requested: int = 0) -> int:
-    """Set torch's compute threads: ``requested``, or the CPUs this process may really use
-    (``usable_cpus``) when 0. Returns the number set."""
+def configure_threads(requested: int = 0, limit: int | None = None) -> int:
+    """Set torch's compute threads: ``requested``, or when 0 the CPUs this process may use
+    (``usable_cpus``, or ``limit``) that other processes leave free right now (a short sample
+    of ``/proc/stat``; see ``ThreadGovernor``). Returns the number set."""
     import torch
 
-    threads = requested if requested > 0 else usable_cpus()
+    if requested > 0:
+        threads = requested
+    else:
+        limit = limit or usable_cpus()
+        threads = ThreadGovernor(limit).initial()
     torch.set_num_threads(threads)
     return threads
+
+
+def _cpu_seconds(stat: str | os.PathLike = "/proc/stat") -> float | None:
+    """CPU seconds every core of the machine has been busy (not idle, not waiting on I/O)."""
+    try:
+        fields = Path(stat).read_text().split("\n", 1)[0].split()
+        jiffies = [int(v) for v in fields[1:9]]   # user nice system idle iowait irq softirq steal
+    except (OSError, ValueError, IndexError):
+        return None
+    busy = sum(jiffies) - jiffies[3] - jiffies[4]
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
+class ThreadGovernor:
+    """Keeps torch's compute threads at the CPUs other processes leave free.
+
+    OpenMP threads spin while they wait for each other, which is what makes them fast on CPUs
+    of their own (waiting passively halves the demo's training speed on this 2-core machine)
+    and what makes them crawl when another job holds a core: a spinning thread waits for a
+    sibling the scheduler has put aside (bench/RESULTS.md, "threads"). So rather than change
+    how threads wait, use only as many as there are free CPUs: every ``interval_s`` the busy
+    CPU time of the whole machine (``/proc/stat``) minus this process's own
+    (``time.process_time``, spinning included) says how many CPUs others used; the threads
+    become ``limit`` minus that, rounded, at least 1. A job beside us moves us to fewer threads
+    within one interval; when it ends we take the CPUs back.
+    """
+
+    def __init__(self, limit: int, interval_s: float = 10.0, stat: str | os.PathLike = "/proc/stat",
+                 clock=None, own_cpu=None):
+        import time
+
+        self.limit, self.interval_s, self.stat = max(1, limit), interval_s, stat
+        self.clock, self.own_cpu = clock or time.monotonic, own_cpu or time.process_time
+        self.threads = self.limit
+        self._mark = None
+
+    def _sample(self) -> tuple[float, float, float] | None:
+        busy = _cpu_seconds(self.stat)
+        return None if busy is None else (self.clock(), busy, self.own_cpu())
+
+    def _threads_for(self, start, end) -> int:
+        elapsed = end[0] - start[0]
+        others = max(0.0, (end[1] - start[1]) - (end[2] - start[2])) / elapsed
+        return min(self.limit, max(1, int(self.limit - others + 0.5)))
+
+    def initial(self, window_s: float = 0.2) -> int:
+        """The threads to start with, from a short sample (this process is idle meanwhile)."""
+        import time
+
+        start = self._sample()
+        if start is None or self.limit == 1:
+            return self.limit
+        time.sleep(window_s)
+        self.threads = self._threads_for(start, self._sample())
+        self._mark = self._sample()
+        return self.threads
+
+    def poll(self) -> int | None:
+        """Call often (it only reads the clock until an interval has passed); sets and returns a
+        new thread count when it changed, else None."""
+        if self._mark is None:
+            self._mark = self._sample()
+            return None
+        if self.clock() - self._mark[0] < self.interval_s:
+            return None
+        now = self._sample()
+        if now is None:
+            return None
+        threads, self._mark = self._threads_for(self._mark, now), now
+        if threads == self.threads:
+            return None
+        import torch
+
+        torch.set_num_threads(threads)
+        self.threads = threads
+        return threads
 
 
 def resolve_device(name: str, key: str = "device"):

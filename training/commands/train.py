@@ -65,7 +65,7 @@ def run(args):
     from .args import load_args_config
     from ..errors import UserError
     from ..engine.mirror import mirrored
-    from ..utils import configure_threads, usable_cpus
+    from ..utils import ThreadGovernor, configure_threads, usable_cpus
 
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     if args.nproc_per_node < 1:
@@ -80,9 +80,18 @@ def run(args):
         args.overrides.append(f"train.seed={args.seed}")
     cfg = load_args_config(args)
     # train.threads 0 means "the CPUs this process may use": processes sharing one machine
-    # share those CPUs instead of each taking them all.
+    # share those CPUs instead of each taking them all, and one process alone follows what
+    # other jobs leave free while it trains (utils.ThreadGovernor), unless it must be
+    # deterministic (the thread count can change a CPU kernel's summation order).
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-    configure_threads(cfg.train.threads or max(1, usable_cpus() // local_world))
+    governor = None
+    if cfg.train.threads:
+        configure_threads(cfg.train.threads)
+    elif local_world > 1 or cfg.train.deterministic:
+        configure_threads(max(1, usable_cpus() // local_world))
+    else:
+        governor = ThreadGovernor(usable_cpus())
+        configure_threads(governor.initial())
     from ..engine.trainer import train
 
     with contextlib.ExitStack() as stack:
@@ -99,7 +108,7 @@ def run(args):
         elif args.track:
             on_start = _open_run(cfg, args)
         summary = train(cfg, args.data, args.out, resume=args.resume or False, device=args.device,
-                        progress=not args.no_progress, on_start=on_start, listener=listener)
+                        progress=not args.no_progress, on_start=on_start, listener=listener, threads=governor)
     if int(os.environ.get("RANK", "0")) == 0:   # the other ranks' losses are their own shard's
         print(json.dumps(summary))
     return 0

@@ -115,9 +115,10 @@ def sample_grid(visuals: dict[str, torch.Tensor]) -> torch.Tensor:
 
 class Trainer:
     def __init__(self, cfg: Config, data: str | Path, out: str | Path, device: str | None = None,
-                 listener: TrainingListener | None = None):
+                 listener: TrainingListener | None = None, threads=None):
         self.cfg, self.data, self.out = cfg, Path(data), Path(out)
         self.listener = listener
+        self.threads = threads   # a utils.ThreadGovernor on a shared CPU, or None
         self.rank, self.world_size, device = distributed_setup(device or cfg.train.device)
         self.is_main = self.rank == 0   # only the main process logs, samples and checkpoints
         self.device = resolve_device(device, "train.device")
@@ -399,6 +400,8 @@ class Trainer:
                 real_A = batch["A"].to(self.device, non_blocking=True)
                 real_B = batch["B"].to(self.device, non_blocking=True)
                 result = self.step(real_A, real_B)
+                if self.threads is not None:
+                    self.threads.poll()
                 self.epoch_iter += 1
                 self.global_iter += 1
                 stacked = torch.stack([result.losses[n] for n in LOSS_NAMES])
@@ -481,15 +484,16 @@ def _cuda_index(raw_config: dict) -> int:
 
 def train(cfg: Config, data: str | Path, out: str | Path, resume: bool | str = False, device: str | None = None,
           progress: bool = True, on_start: Callable[[], None] | None = None,
-          listener: TrainingListener | None = None) -> dict:
+          listener: TrainingListener | None = None, threads=None) -> dict:
     """Train a CycleGAN on ``data`` (trainA/trainB) into ``out``; see the module docstring.
 
     ``resume``: False starts over, True or "exact" continues OUT's run exactly (or fails),
     "auto" continues only when that equals starting over. ``on_start`` runs on the main
     process once OUT holds only this run (e.g. to open its MLflow run); ``listener`` hears of
-    each log row and sample grid the main process writes (``TrainingListener``).
+    each log row and sample grid the main process writes (``TrainingListener``); ``threads``
+    (a ``utils.ThreadGovernor``) is polled after every step.
     """
-    trainer = Trainer(cfg, data, out, device, listener)
+    trainer = Trainer(cfg, data, out, device, listener, threads)
     trainer.remove_temporaries()
     mode = "exact" if resume is True else resume
     resumed = bool(mode) and trainer.resume(mode)
