@@ -118,7 +118,7 @@ class TrainConfig(Section):
     seed: int = 0
     device: str = Field("auto", description="auto (CUDA when present) | cpu | cuda | cuda:N")
     threads: int = Field(0, ge=0, description="CPU compute threads; 0 = the CPUs this process may use "
-                         "(affinity and cgroup quota)")
+                         "(affinity and cgroup quota) that other jobs leave free, followed while training")
     deterministic: bool = Field(False, description="deterministic kernels (needed for bit-exact resume)")
     log_every: int = Field(10, gt=0, description="iterations between loss reads (host syncs) and log rows")
     sample_every: int = Field(200, description="iterations between sample grids; 0 turns them off")
