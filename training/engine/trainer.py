@@ -333,7 +333,7 @@ class Trainer:
                   file=sys.stderr, flush=True)
 
     def remove_temporaries(self) -> None:
-        """Remove what writers killed mid-write left (``.latest.pt.<hex>.tmp`` ...): never
+        """Remove what writers killed mid-write left (``.<checkpoint>.<hex>.tmp`` ...): never
         read, and as large as the checkpoint they were to become. Main process only."""
         if not self.is_main:
             return

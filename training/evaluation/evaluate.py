@@ -112,21 +112,29 @@ def test_images(data: Path, max_images: int) -> tuple[list[Path], list[Path]]:
     return sets[0], sets[1]
 
 
-def probe_images(data: Path, cap: int, seed: int) -> tuple[list[Path], list[Path]]:
+def training_subsets(data: Path, user: str, why: str, pick) -> tuple[list[Path], list[Path]]:
+    """A subset of each domain's training images: ``pick(n, domain_index)`` chooses the indices
+    among ``n``. ``user`` names who needs them in errors (the domain probe, the selection)."""
     from ..data.dataset import domain_folders, list_images
-    from .probe import subset_indices
 
     try:
         folders = domain_folders(data, "train")
     except UserError as e:
-        raise UserError(f"{e} (the domain probe is fitted on the training images)") from None
+        raise UserError(f"{e} ({why})") from None
     sets = []
     for k, folder in enumerate(folders):
         paths = list_images(folder)
         if len(paths) < 2:
-            raise UserError(f"{folder}: the domain probe needs at least 2 training images, found {len(paths)}")
-        sets.append([paths[i] for i in subset_indices(len(paths), cap, seed + k)])
+            raise UserError(f"{folder}: {user} needs at least 2 training images, found {len(paths)}")
+        sets.append([paths[i] for i in pick(len(paths), k)])
     return sets[0], sets[1]
+
+
+def probe_images(data: Path, cap: int, seed: int) -> tuple[list[Path], list[Path]]:
+    from .probe import subset_indices
+
+    return training_subsets(data, "the domain probe", "the domain probe is fitted on the training images",
+                            lambda n, k: subset_indices(n, cap, seed + k))
 
 
 def read_manifest(data: Path) -> dict:

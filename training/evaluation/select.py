@@ -104,19 +104,10 @@ def choose(rows: list[dict], metric: str) -> dict:
 # -- scoring ------------------------------------------------------------------------------
 
 def validation_images(data: Path, count: int, seed: int) -> tuple[list[Path], list[Path]]:
-    from ..data.dataset import domain_folders, list_images
+    from .evaluate import training_subsets
 
-    try:
-        folders = domain_folders(data, "train")
-    except UserError as e:
-        raise UserError(f"{e} (the checkpoint selection scores on training images)") from None
-    sets = []
-    for k, folder in enumerate(folders):
-        paths = list_images(folder)
-        if len(paths) < 2:
-            raise UserError(f"{folder}: the checkpoint selection needs at least 2 training images, found {len(paths)}")
-        sets.append([paths[i] for i in validation_subset(len(paths), count, seed, k)])
-    return sets[0], sets[1]
+    return training_subsets(data, "the checkpoint selection", "the checkpoint selection scores on training images",
+                            lambda n, k: validation_subset(n, count, seed, k))
 
 
 def _generators(checkpoint: Path, device):
