@@ -47,9 +47,10 @@ class ServeConfig(BaseModel):
     tile_size: int = Field(512, gt=0, description="tile side in pixels (rounded up to the generator's size multiple)")
     tile_overlap: int = Field(64, ge=0, description="pixels neighbouring tiles share and blend across; at most "
                               "half of tile_size")
-    tile_exact_norms: int = Field(3, ge=0, description="leading instance norms whose statistics are summed exactly "
-                                  "over the tiles, one partial pass each (the ResNet encoder's 3 cost about a tenth "
-                                  "of a pass); the deeper ones come from the downscaled copy")
+    tile_exact_norms: int = Field(7, ge=0, description="leading instance norms whose statistics are summed exactly "
+                                  "over the tiles, one partial pass each; the deeper ones come from the downscaled "
+                                  "copy. 7: tiled within 33.8 dB of whole where 3 gave 28.0 dB, at 1.35x the time "
+                                  "(bench/RESULTS.md); a large number makes it exact, at ~5x more")
     content_types: list[str] = Field(default_factory=lambda: list(CONTENT_TYPES),
                                      description="accepted upload types")
     model_name: str = Field("cyclegan", description="models are served as <model_name>-AtoB and <model_name>-BtoA")

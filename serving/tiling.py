@@ -587,7 +587,7 @@ def self_check(tiler: TiledGenerator, seed: int = 0) -> float:
 
 
 def load_tiler(generator, tile_size: int, overlap: int, stats_pixels: int,
-               exact_norms: int = 3) -> tuple[TiledGenerator | None, str]:
+               exact_norms: int = 7) -> tuple[TiledGenerator | None, str]:
     """(the tiled generator, "on") or (None, why not): a model that cannot be tiled is served
     whole, as before tiling existed."""
     import onnx

@@ -164,7 +164,7 @@ def with_given_statistics(generator: nn.Module) -> tuple[nn.Module, list[GivenSt
 
 @torch.inference_mode()
 def translate_tiled(generator: nn.Module, padded: torch.Tensor, tile_size: int, overlap: int, stats_pixels: int,
-                    exact_norms: int = 3) -> torch.Tensor:
+                    exact_norms: int = 7) -> torch.Tensor:
     """1 x C x H x W in [-1, 1], already padded to the generator's size multiple and minimum
     side (``translate.pad_to_multiple``) -> its translation, tile by tile. ``generator``
     carries the registry's ``size_multiple`` and ``min_size``."""

@@ -48,7 +48,7 @@ class Tiling:
     above_pixels: int = 1_048_576
     size: int = 512
     overlap: int = 64
-    exact_norms: int = 3
+    exact_norms: int = 7
 
 
 def translate_image(generator: torch.nn.Module, x: torch.Tensor, tiling: Tiling | None = None) -> torch.Tensor:
