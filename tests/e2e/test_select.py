@@ -1,7 +1,7 @@
 """The best checkpoint, not just the last, followed through the pipeline's own commands.
 
 A tests-profile run trains three epochs and keeps each; its last epoch (and so latest.pt) is then
-made a solid red whatever the input, the worst any epoch can score. The commands of the step
+made a solid green whatever the input, which scores far worse than any trained epoch. The commands of the step
 table (the ones `dvc repro` and the Kubeflow components run) for select, evaluate, export and
 register then have to carry the best-scoring epoch all the way: into the evaluation, the ONNX
 graphs, the registered model's generators and the lineage. With `evaluate.select: latest` the
@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from helpers import CYCLEGAN, ROOT, TESTS_PROFILE
-from helpers.checkpoints import paint_solid, same_generators
+from helpers.checkpoints import GREEN, paint_solid, same_generators
 from training import steps
 from training.layout import Evaluation, Export, Registration, Selection, TrainRun
 
@@ -47,8 +47,8 @@ def pipeline(tmp_path_factory):
     run_step("train")                        # 2 + 1 epochs, each kept; the MLflow run opened
     run = TrainRun(folders["train"])
     assert [TrainRun.epoch_number(p) for p in run.epochs()] == [1, 2, 3]
-    paint_solid(run.epoch(3))
-    paint_solid(run.latest)                  # the latest state is the last epoch's
+    paint_solid(run.epoch(3), GREEN)
+    paint_solid(run.latest, GREEN)           # the latest state is the last epoch's
     for name in ("select", "evaluate", "export", "register"):
         run_step(name)
     return {"root": root, "env": env, "config": config, "folders": folders, "run": run, "run_step": run_step}
@@ -67,7 +67,7 @@ def test_the_best_epoch_is_selected_evaluated_exported_and_registered(pipeline, 
     scores = json.loads(selection.scores.read_text())
     rows = {r["epoch"]: r for r in scores["epochs"]}
     assert sorted(rows) == [1, 2, 3]
-    assert rows[3]["score"] > max(rows[1]["score"], rows[2]["score"])   # the solid-red epoch scores worst
+    assert rows[3]["score"] > max(rows[1]["score"], rows[2]["score"]), rows   # the solid-green epoch scores worst
     best = min(rows.values(), key=lambda r: r["score"])["epoch"]
     assert scores["selected_epoch"] == best != 3
     assert same_generators(selection.checkpoint, run.epoch(best))
@@ -81,16 +81,16 @@ def test_the_best_epoch_is_selected_evaluated_exported_and_registered(pipeline, 
     assert f"Epoch {best} of 3 kept epochs was evaluated" in report
     assert f'<tr class=selected><td class="num">{best}</td>' in report
 
-    # exported: the ONNX graphs compute the chosen epoch's generators, not the red ones
+    # exported: the ONNX graphs compute the chosen epoch's generators, not the painted ones
     G_A, _, cfg = load_generators(run.epoch(best))
-    red_A, _, _ = load_generators(run.epoch(3))
+    painted_A, _, _ = load_generators(run.epoch(3))
     x = torch.from_numpy(np.random.default_rng(0).uniform(-1, 1, (1, 3, 32, 32)).astype(np.float32))
     session = ort.InferenceSession(str(Export(folders["export"]).onnx("AtoB")), providers=["CPUExecutionProvider"])
     onnx_out = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
     with torch.no_grad():
-        expected, red = G_A(x).numpy(), red_A(x).numpy()
+        expected, painted = G_A(x).numpy(), painted_A(x).numpy()
     np.testing.assert_allclose(onnx_out, expected, atol=1e-4)
-    assert np.abs(onnx_out - red).max() > 0.5
+    assert np.abs(onnx_out - painted).max() > 0.5
 
     # registered: the version carries the chosen generators and says which epoch they are
     decision = json.loads(Registration(folders["register"]).decision.read_text())

@@ -8,6 +8,9 @@ from pathlib import Path
 import torch
 
 RED = (10.0, -10.0, -10.0)   # final-conv bias before tanh: (1, -1, -1), a solid red picture
+# far from both synthetic domains to the feature network (measured on the tests profile: mean KID
+# 0.746 against 0.65 for 1-3 trained epochs and 0.59-0.71 for red, white, black, grey, blue, magenta)
+GREEN = (-10.0, 10.0, -10.0)
 
 
 def write_generator_checkpoint(path: Path, cfg, epoch: int, seed: int = 0, selection: dict | None = None) -> Path:

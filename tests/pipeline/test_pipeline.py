@@ -235,7 +235,7 @@ def test_local_pipeline_run_end_to_end(tmp_path, monkeypatch, cli_env, s3_env, t
     # hits (no task folder of this run), and register finds the very version it registered
     out, again = run_pipeline()
     assert not {"train", "evaluate", "export"} & {p.name for p in again.iterdir()}, sorted(again.iterdir())
-    assert "reused from the cache: evaluate, export, prepare, train" in out
+    assert "reused from the cache: evaluate, export, prepare, select, train" in out
     second = json.loads((again / "register" / "decision" / "decision.json").read_text())
     assert second["challenger_version"] == decision["challenger_version"] and second["run_id"] == run_id
     assert second["action"] == "none: already champion"
