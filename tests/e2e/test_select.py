@@ -95,7 +95,10 @@ def test_the_best_epoch_is_selected_evaluated_exported_and_registered(pipeline, 
     # registered: the version carries the chosen generators and says which epoch they are
     decision = json.loads(Registration(folders["register"]).decision.read_text())
     assert decision["checkpoint"]["epoch"] == best and decision["checkpoint"]["selection"]["mode"] == "best"
-    client = MlflowClient(pipeline["env"]["MLFLOW_TRACKING_URI"])
+    # this run's store, named for the registry too: an earlier test in this process may have set
+    # MLflow's global tracking URI, which an unnamed registry URI would follow
+    uri = pipeline["env"]["MLFLOW_TRACKING_URI"]
+    client = MlflowClient(uri, registry_uri=uri)
     version = client.get_model_version("cyclegan", decision["challenger_version"])
     assert (version.tags["selected_epoch"], version.tags["selection_mode"]) == (str(best), "best")
     assert f"epoch **{best}** of 3: the best of 3 kept epoch checkpoints" in version.description
@@ -105,9 +108,14 @@ def test_the_best_epoch_is_selected_evaluated_exported_and_registered(pipeline, 
     assert sorted((m.step, m.value) for m in history) == [(e, pytest.approx(rows[e]["score"])) for e in (1, 2, 3)]
     import mlflow
 
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", pipeline["env"]["MLFLOW_TRACKING_URI"])
-    local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/cyclegan/{version.version}",
-                                                dst_path=str(pipeline["root"] / "download"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/cyclegan/{version.version}",
+                                                    dst_path=str(pipeline["root"] / "download"))
+    finally:
+        mlflow.set_tracking_uri(previous)
     (generators,) = list(__import__("pathlib").Path(local).rglob(Export.GENERATORS))
     assert same_generators(generators, run.epoch(best))
 
