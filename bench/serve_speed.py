@@ -275,12 +275,6 @@ def export_checkpoint(checkpoint: str, folder: Path) -> None:
     export_generators(checkpoint, folder, ExportConfig(verify_sizes=[64], verify_batches=[1]), progress=False)
 
 
-def psnr_uint8(a: np.ndarray, b: np.ndarray) -> float:
-    to8 = lambda x: np.rint((np.clip(x, -1, 1) + 1) * 127.5)  # noqa: E731
-    mse = float(np.mean((to8(a) - to8(b)) ** 2))
-    return 100.0 if mse == 0 else 10 * float(np.log10(255.0 ** 2 / mse))
-
-
 def test_pictures(h: int, w: int) -> dict[str, np.ndarray]:
     """uint8 h x w x 3: two in-domain synthetic images (rendered at this size) and two
     horse2zebra photos (bicubic to this size) when the zip is there."""
@@ -302,6 +296,8 @@ def test_pictures(h: int, w: int) -> dict[str, np.ndarray]:
 
 def bench_tiled(args) -> dict:
     import onnxruntime as ort
+
+    from training.export.onnx import psnr_uint8
 
     from serving.config import ServeConfig
     from serving.session import load_session
@@ -353,7 +349,7 @@ def bench_tiled(args) -> dict:
             row = {"image": name}
             for variant, tiler in tilers.items():
                 tiled = tiler.translate(x)
-                row[variant] = psnr_uint8(tiled, whole)
+                row[variant] = psnr_uint8(tiled, whole)   # the export's own uint8 PSNR
                 if variant == "default" and args.pictures:
                     save_pictures(Path(args.pictures), name, picture, session.to_images(whole)[0],
                                   session.to_images(tiled)[0], tiler.plan(h, w))
